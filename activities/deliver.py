@@ -1,0 +1,414 @@
+"""Activities of the DeliverMessage workflow.
+
+``send_message`` is idempotent by message id: the delivery row ``{message_id}:{channel}``
+is written as ``sending`` before the provider is called and as ``sent`` as soon as the
+provider accepts; a retry that finds ``sent`` returns the recorded receipt and sends
+nothing. The one window left is between the provider's acceptance and that write
+(docs/delivery-guarantees.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from clarion.channels import OutgoingEmail, OutgoingMessage, OutgoingSms, Provider
+from clarion.config import Settings
+from clarion.errors import NotFound, PermanentChannelError, RenderError, RetryableChannelError
+from clarion.faults import failpoint
+from clarion.logging import get_logger
+from clarion.models import (
+    AuditKind,
+    Channel,
+    ChannelPlan,
+    DeliveryOutcome,
+    DeliveryStatus,
+    OutcomeStatus,
+    PreparedDelivery,
+    PrepareDeliveryInput,
+    Purpose,
+    RecordOutcomeInput,
+    SendInput,
+    SendResult,
+)
+from clarion.policy import decide_consent
+from clarion.store import Store
+from clarion.store import repo
+from clarion.store.tables import Customer, Delivery
+from clarion.templates import RenderedEmail, RenderedSms, TemplateDefinition, render, resolve_locale
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+CONTACT_KIND = {Channel.EMAIL: "email", Channel.SMS: "phone"}
+
+# Error types the workflow treats as final for a channel (and falls back on).
+PERMANENT_ERROR_TYPES = ["PermanentChannelError", "RenderError", "NotFound"]
+
+
+def render_variables(
+    customer: Customer, context: dict[str, Any], message_id: str
+) -> dict[str, Any]:
+    """What a template sees: the caller's context, ``customer`` and ``message_id``."""
+    first_name = customer.name.split()[0] if customer.name.strip() else ""
+    return {
+        **context,
+        "message_id": message_id,
+        "customer": {
+            "id": customer.external_id,
+            "name": customer.name,
+            "first_name": first_name,
+            "locale": customer.locale,
+            "timezone": customer.timezone,
+            "email": repo.contact_of(customer, "email"),
+            "phone": repo.contact_of(customer, "phone"),
+            "attributes": dict(customer.attributes or {}),
+        },
+    }
+
+
+def render_for(
+    definition: TemplateDefinition, customer: Customer, channel: Channel, variables: dict[str, Any]
+) -> RenderedEmail | RenderedSms:
+    """Render the customer's locale (with fallback) for ``channel``; RenderError if impossible."""
+    locale = resolve_locale(definition.locales, customer.locale, definition.default_locale)
+    variant = definition.locales[locale].for_channel(channel)
+    if variant is None and locale != definition.default_locale:
+        locale = definition.default_locale
+        variant = definition.locales[locale].for_channel(channel)
+    if variant is None:
+        raise RenderError(f"template {definition.name!r} has no {channel.value} variant")
+    return render(variant, variables, where=f"locales.{locale}.{channel.value}")
+
+
+async def _with_heartbeat(awaitable: Awaitable[T], every: float = 1.0) -> T:
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+class DeliveryActivities:
+    """The activities, holding the store and channel providers of this worker."""
+
+    def __init__(
+        self, store: Store, providers: dict[Channel, Provider], settings: Settings
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.settings = settings
+
+    async def _consent(
+        self, session: AsyncSession, customer: Customer, channel: Channel, purpose: Purpose
+    ) -> Any:
+        facts = await repo.consent_facts(session, customer=customer)
+        contact = repo.contact_of(customer, CONTACT_KIND[channel])
+        return decide_consent(facts, channel, purpose, has_contact_point=contact is not None)
+
+    @activity.defn(name="prepare_delivery")
+    async def prepare_delivery(self, data: PrepareDeliveryInput) -> PreparedDelivery:
+        """Resolve customer and template version, decide consent and check rendering per channel."""
+        req = data.request
+        mid = data.message_id
+        common = {
+            "customer_external_id": req.customer_id,
+            "message_id": mid,
+            "workflow_id": data.workflow_id,
+        }
+        with structlog.contextvars.bound_contextvars(message_id=mid, workflow_id=data.workflow_id):
+            async with self.store.transaction() as session:
+                await repo.append_audit(
+                    session,
+                    kind=AuditKind.REQUESTED,
+                    **common,
+                    detail={"template": req.template, "channels": [c.value for c in req.channels]},
+                    dedupe_key=f"{mid}:requested",
+                )
+                customer = await repo.get_customer(session, external_id=req.customer_id)
+                try:
+                    if customer is None:
+                        raise NotFound("customer", req.customer_id)
+                    version, definition = await repo.get_template_version(
+                        session, name=req.template, version=req.template_version
+                    )
+                except NotFound as exc:
+                    log.warning("message cannot be prepared", reason=str(exc))
+                    return PreparedDelivery(ok=False, error=str(exc))
+                purpose = req.purpose or Purpose(version.purpose)
+                variables = render_variables(customer, req.context, mid)
+                plans: list[ChannelPlan] = []
+                for channel in req.channels:
+                    decision = await self._consent(session, customer, channel, purpose)
+                    if not decision.allowed:
+                        plans.append(
+                            ChannelPlan(channel=channel, allowed=False, reason=decision.reason)
+                        )
+                        await repo.append_audit(
+                            session,
+                            kind=AuditKind.SUPPRESSED,
+                            **common,
+                            channel=channel,
+                            reason=decision.reason,
+                            detail={"purpose": purpose.value},
+                            dedupe_key=f"{mid}:suppressed:{channel.value}",
+                        )
+                        continue
+                    try:
+                        render_for(definition, customer, channel, variables)
+                    except RenderError as exc:
+                        plans.append(
+                            ChannelPlan(
+                                channel=channel, allowed=False, reason=f"template_error: {exc}"
+                            )
+                        )
+                        await repo.append_audit(
+                            session,
+                            kind=AuditKind.RENDER_FAILED,
+                            **common,
+                            channel=channel,
+                            reason=str(exc),
+                            detail={"template": req.template, "version": version.version},
+                            dedupe_key=f"{mid}:render_failed:{channel.value}",
+                        )
+                        continue
+                    plans.append(ChannelPlan(channel=channel, allowed=True, reason=decision.reason))
+                log.info(
+                    "message prepared",
+                    template=req.template,
+                    version=version.version,
+                    plans=[(p.channel.value, p.allowed, p.reason) for p in plans],
+                )
+                return PreparedDelivery(
+                    ok=True, purpose=purpose, template_version=version.version, plans=plans
+                )
+
+    def _outgoing(
+        self, data: SendInput, customer: Customer, rendered: RenderedEmail | RenderedSms
+    ) -> OutgoingMessage:
+        address = repo.contact_of(customer, CONTACT_KIND[data.channel])
+        if address is None:
+            raise PermanentChannelError(f"customer has no {CONTACT_KIND[data.channel]}")
+        if isinstance(rendered, RenderedEmail):
+            return OutgoingEmail(
+                message_id=data.message_id,
+                to=address,
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+            )
+        return OutgoingSms(message_id=data.message_id, to=address, body=rendered.body)
+
+    @activity.defn(name="send_message")
+    async def send_message(self, data: SendInput) -> SendResult:
+        """Send one message on one channel, at most once per accepted provider receipt."""
+        mid, channel = data.message_id, data.channel
+        attempt = repo.attempt_id(mid, channel)
+        common = {
+            "customer_external_id": data.customer_id,
+            "message_id": mid,
+            "workflow_id": data.workflow_id,
+        }
+        provider = self.providers[channel]
+        info = activity.info()
+        with structlog.contextvars.bound_contextvars(
+            message_id=mid,
+            workflow_id=data.workflow_id,
+            channel=channel.value,
+            activity_attempt=info.attempt,
+        ):
+            # 1. What do we already know? Consent still there? Render, and mark "sending".
+            async with self.store.transaction() as session:
+                delivery = await repo.get_delivery(session, attempt=attempt)
+                if delivery is not None and delivery.status == DeliveryStatus.SENT.value:
+                    log.info("already accepted by the provider; not sending again")
+                    return SendResult(
+                        status=DeliveryStatus.SENT,
+                        channel=channel,
+                        provider=delivery.provider,
+                        provider_message_id=delivery.provider_message_id,
+                        already_sent=True,
+                    )
+                if data.fallback_from is not None:
+                    await repo.append_audit(
+                        session,
+                        kind=AuditKind.FELL_BACK,
+                        **common,
+                        channel=channel,
+                        reason=data.fallback_reason,
+                        detail={"from": data.fallback_from.value, "to": channel.value},
+                        dedupe_key=f"{mid}:fell_back:{channel.value}",
+                    )
+                if delivery is None:
+                    delivery = Delivery(
+                        attempt_id=attempt,
+                        message_id=mid,
+                        workflow_id=data.workflow_id,
+                        customer_external_id=data.customer_id,
+                        channel=channel.value,
+                        template=data.template,
+                        template_version=data.template_version,
+                        purpose=data.purpose.value,
+                        status=DeliveryStatus.SENDING.value,
+                        provider=provider.name,
+                        tries=0,
+                    )
+                    session.add(delivery)
+                customer = await repo.require_customer(session, external_id=data.customer_id)
+                decision = await self._consent(session, customer, channel, data.purpose)
+                if not decision.allowed:
+                    await repo.set_delivery_status(
+                        session,
+                        delivery=delivery,
+                        status=DeliveryStatus.SUPPRESSED,
+                        error=decision.reason,
+                    )
+                    await repo.append_audit(
+                        session,
+                        kind=AuditKind.SUPPRESSED,
+                        **common,
+                        channel=channel,
+                        reason=decision.reason,
+                        detail={"purpose": data.purpose.value, "at": "send"},
+                        dedupe_key=f"{mid}:suppressed:{channel.value}",
+                    )
+                    log.info("suppressed at send time", reason=decision.reason)
+                    return SendResult(
+                        status=DeliveryStatus.SUPPRESSED, channel=channel, reason=decision.reason
+                    )
+                try:
+                    _, definition = await repo.get_template_version(
+                        session, name=data.template, version=data.template_version
+                    )
+                    rendered = render_for(
+                        definition, customer, channel, render_variables(customer, data.context, mid)
+                    )
+                    outgoing = self._outgoing(data, customer, rendered)
+                except (RenderError, NotFound, PermanentChannelError) as exc:
+                    await repo.set_delivery_status(
+                        session, delivery=delivery, status=DeliveryStatus.FAILED, error=str(exc)
+                    )
+                    await repo.append_audit(
+                        session,
+                        kind=AuditKind.FAILED,
+                        **common,
+                        channel=channel,
+                        reason=str(exc),
+                        dedupe_key=f"{mid}:failed:{channel.value}",
+                    )
+                    raise ApplicationError(
+                        str(exc), type=type(exc).__name__, non_retryable=True
+                    ) from exc
+                delivery.tries += 1
+                delivery.status = DeliveryStatus.SENDING.value
+                delivery.provider = provider.name
+
+            # 2. Hand it to the provider.
+            try:
+                receipt = await _with_heartbeat(provider.send(outgoing))
+            except PermanentChannelError as exc:
+                async with self.store.transaction() as session:
+                    row = await repo.get_delivery(session, attempt=attempt)
+                    assert row is not None
+                    await repo.set_delivery_status(
+                        session, delivery=row, status=DeliveryStatus.FAILED, error=str(exc)
+                    )
+                    await repo.append_audit(
+                        session,
+                        kind=AuditKind.FAILED,
+                        **common,
+                        channel=channel,
+                        reason=str(exc),
+                        detail={"provider": provider.name, "code": exc.code},
+                        dedupe_key=f"{mid}:failed:{channel.value}",
+                    )
+                log.warning(
+                    "permanent send failure", provider=provider.name, error=str(exc), code=exc.code
+                )
+                raise ApplicationError(
+                    str(exc), type="PermanentChannelError", non_retryable=True
+                ) from exc
+            except RetryableChannelError as exc:
+                async with self.store.transaction() as session:
+                    row = await repo.get_delivery(session, attempt=attempt)
+                    if row is not None:
+                        row.error = str(exc)
+                log.warning("send failed, will retry", provider=provider.name, error=str(exc))
+                raise ApplicationError(str(exc), type="RetryableChannelError") from exc
+
+            # 3. Record the acceptance: from here on, a retry never sends again.
+            async with self.store.transaction() as session:
+                row = await repo.get_delivery(session, attempt=attempt)
+                assert row is not None
+                await repo.set_delivery_status(
+                    session,
+                    delivery=row,
+                    status=DeliveryStatus.SENT,
+                    provider=receipt.provider,
+                    provider_message_id=receipt.provider_message_id,
+                )
+                await repo.append_audit(
+                    session,
+                    kind=AuditKind.SENT,
+                    **common,
+                    channel=channel,
+                    detail={
+                        "provider": receipt.provider,
+                        "provider_message_id": receipt.provider_message_id,
+                        "template": data.template,
+                        "version": data.template_version,
+                    },
+                    dedupe_key=f"{mid}:sent:{channel.value}",
+                )
+            log.info(
+                "sent", provider=receipt.provider, provider_message_id=receipt.provider_message_id
+            )
+            await failpoint(self.settings.failpoints, "after_send_recorded")
+            return SendResult(
+                status=DeliveryStatus.SENT,
+                channel=channel,
+                provider=receipt.provider,
+                provider_message_id=receipt.provider_message_id,
+            )
+
+    @activity.defn(name="record_outcome")
+    async def record_outcome(self, data: RecordOutcomeInput) -> None:
+        """The final word on a message in the audit trail."""
+        outcome: DeliveryOutcome = data.outcome
+        kind = {
+            OutcomeStatus.DELIVERED: AuditKind.DELIVERED,
+            OutcomeStatus.FAILED: AuditKind.UNDELIVERABLE,
+            OutcomeStatus.SUPPRESSED: AuditKind.UNDELIVERABLE,
+        }[outcome.status]
+        async with self.store.transaction() as session:
+            await repo.append_audit(
+                session,
+                kind=kind,
+                customer_external_id=outcome.customer_id,
+                message_id=outcome.message_id,
+                workflow_id=data.workflow_id,
+                channel=outcome.channel,
+                reason=outcome.reason,
+                detail={
+                    "status": outcome.status.value,
+                    "attempts": [a.model_dump(mode="json") for a in outcome.attempts],
+                },
+                dedupe_key=f"{outcome.message_id}:outcome",
+            )
+        log.info(
+            "message finished",
+            message_id=outcome.message_id,
+            status=outcome.status.value,
+            reason=outcome.reason,
+        )

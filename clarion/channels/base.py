@@ -1,0 +1,52 @@
+"""The channel Protocol every provider implements, and the messages it sends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from clarion.models import Channel
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    message_id: str  # Clarion's message id; the idempotency key
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    message_id: str
+    to: str  # E.164
+    body: str
+
+
+OutgoingMessage = OutgoingEmail | OutgoingSms
+
+
+@dataclass(frozen=True)
+class ProviderReceipt:
+    """The provider accepted the message."""
+
+    provider: str
+    provider_message_id: str
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Sends messages of one channel.
+
+    ``send`` raises RetryableChannelError when trying again later may succeed
+    (timeouts, 5xx, 429, connection refused) and PermanentChannelError when it
+    cannot (invalid number, rejected recipient).
+    """
+
+    name: str
+    channel: Channel
+
+    async def send(self, message: OutgoingMessage) -> ProviderReceipt: ...
+
+    async def aclose(self) -> None: ...

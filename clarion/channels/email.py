@@ -1,0 +1,140 @@
+"""Email over SMTP with aiosmtplib: text + HTML parts, a stable Message-ID, pooled connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+import aiosmtplib
+
+from clarion.channels.base import OutgoingEmail, OutgoingMessage, ProviderReceipt
+from clarion.config import Settings
+from clarion.errors import PermanentChannelError, RetryableChannelError
+from clarion.models import Channel
+
+MAX_IDLE_SECONDS = 30.0
+
+
+def message_id_header(message_id: str, sender: str) -> str:
+    """The same Clarion message always carries the same Message-ID, so that a resend
+    in the at-least-once window can be recognised by the receiving side."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "clarion.local"
+    safe = "".join(ch if ch.isalnum() or ch in "-._" else "-" for ch in message_id)
+    return f"<{safe}@{domain}>"
+
+
+def build_email(message: OutgoingEmail, sender: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = Address(addr_spec=message.to)
+    mail["Subject"] = message.subject
+    mail["Date"] = formatdate(localtime=False, usegmt=True)
+    mail["Message-ID"] = message_id_header(message.message_id, sender)
+    mail["X-Clarion-Message-Id"] = message.message_id
+    mail.set_content(message.text)
+    if message.html is not None:
+        mail.add_alternative(message.html, subtype="html")
+    return mail
+
+
+def classify_smtp_error(exc: Exception) -> RetryableChannelError | PermanentChannelError:
+    """4xx and transport trouble are worth another try; 5xx are not."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        text = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+        if codes and all(c >= 500 for c in codes):
+            return PermanentChannelError(
+                f"recipient refused: {text}", code=str(codes[0]), provider="smtp"
+            )
+        return RetryableChannelError(
+            f"recipient deferred: {text}", code=str(codes[0] if codes else ""), provider="smtp"
+        )
+    if isinstance(
+        exc,
+        (
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPTimeoutError,
+            aiosmtplib.SMTPServerDisconnected,
+            ConnectionError,
+            TimeoutError,
+            OSError,
+        ),
+    ):
+        return RetryableChannelError(f"SMTP unavailable: {exc}", provider="smtp")
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentChannelError(
+            f"SMTP server lacks a needed extension: {exc}", provider="smtp"
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        kind = PermanentChannelError if exc.code >= 500 else RetryableChannelError
+        return kind(f"SMTP {exc.code}: {exc.message}", code=str(exc.code), provider="smtp")
+    return RetryableChannelError(f"SMTP error: {exc!r}", provider="smtp")
+
+
+class SmtpEmailProvider:
+    """Reuses up to ``smtp_pool_size`` open connections; one message per connection at a time."""
+
+    name = "smtp"
+    channel = Channel.EMAIL
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots = asyncio.Semaphore(settings.smtp_pool_size)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            timeout=s.smtp_timeout,
+            use_tls=s.smtp_use_tls,
+            start_tls=s.smtp_starttls,
+        )
+        await client.connect()
+        if s.smtp_username:
+            await client.login(s.smtp_username, s.smtp_password.get_secret_value())
+        return client
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < MAX_IDLE_SECONDS:
+                return client
+            await _quietly_close(client)
+        return await self._connect()
+
+    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        if not isinstance(message, OutgoingEmail):
+            raise TypeError("SmtpEmailProvider sends OutgoingEmail only")
+        mail = build_email(message, self._settings.email_from)
+        async with self._slots:
+            client: aiosmtplib.SMTP | None = None
+            try:
+                client = await self._acquire()
+                await client.send_message(mail)
+            except Exception as exc:
+                if client is not None:
+                    await _quietly_close(client)
+                raise classify_smtp_error(exc) from exc
+            self._idle.append((client, time.monotonic()))
+        return ProviderReceipt(provider=self.name, provider_message_id=str(mail["Message-ID"]))
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            try:
+                await client.quit()
+            except Exception:
+                await _quietly_close(client)
+
+
+async def _quietly_close(client: aiosmtplib.SMTP) -> None:
+    try:
+        client.close()
+    except Exception:
+        pass

@@ -1,0 +1,69 @@
+"""Local sinks: with no provider configured, each message is written as a file under
+``.clarion/outbox/`` so that a new user can see exactly what would have been sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from clarion.channels.base import OutgoingEmail, OutgoingMessage, OutgoingSms, ProviderReceipt
+from clarion.channels.email import build_email
+from clarion.models import Channel
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in name)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class OutboxEmailProvider:
+    """Writes ``<message id>.eml`` (a complete RFC 5322 message); rewriting is idempotent."""
+
+    name = "outbox"
+    channel = Channel.EMAIL
+
+    def __init__(self, directory: Path, sender: str) -> None:
+        self.directory = directory
+        self._sender = sender
+
+    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        if not isinstance(message, OutgoingEmail):
+            raise TypeError("OutboxEmailProvider sends OutgoingEmail only")
+        path = self.directory / f"{_safe(message.message_id)}.email.eml"
+        data = bytes(build_email(message, self._sender))
+        await asyncio.to_thread(_write_atomically, path, data)
+        return ProviderReceipt(provider=self.name, provider_message_id=str(path))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OutboxSmsProvider:
+    """Writes ``<message id>.sms.json`` with the recipient and the body."""
+
+    name = "outbox"
+    channel = Channel.SMS
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        if not isinstance(message, OutgoingSms):
+            raise TypeError("OutboxSmsProvider sends OutgoingSms only")
+        path = self.directory / f"{_safe(message.message_id)}.sms.json"
+        data = json.dumps(
+            {"message_id": message.message_id, "to": message.to, "body": message.body}, indent=2
+        )
+        await asyncio.to_thread(_write_atomically, path, data.encode())
+        return ProviderReceipt(provider=self.name, provider_message_id=str(path))
+
+    async def aclose(self) -> None:
+        return None

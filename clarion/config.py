@@ -1,0 +1,97 @@
+"""Clarion's settings: one pydantic-settings object, environment prefix ``CLARION_``.
+
+Every name here is public: docs, scripts and docker-compose.yml rely on them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration read from ``CLARION_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLARION_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the embedded defaults keep their files (SQLite store, Temporal dev DB, outbox).
+    home: Path = Path(".clarion")
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "clarion"
+
+    # Clarion's own store. Default: a SQLite file under ``home``.
+    database_url: str = ""
+    auto_migrate: bool = True
+
+    # Email (SMTP). No host: messages go to the local outbox instead.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
+    smtp_use_tls: bool = False
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+    email_from: str = "Clarion <clarion@localhost>"
+
+    # SMS and voice (Twilio). No account SID: messages go to the local outbox instead.
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_from_number: str = ""
+    twilio_base_url: str = ""
+    twilio_timeout: float = Field(default=30.0, gt=0)
+
+    # Contact data: region used to read phone numbers written without a +country prefix.
+    default_phone_region: str | None = None
+
+    # Crash rehearsal: "name=action,..." with action hang or exit, at the named points of
+    # the send path (after_send_recorded). For drills and tests; leave empty in production.
+    failpoints: str = ""
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+
+    @field_validator("smtp_host", "twilio_account_sid", "twilio_from_number", "twilio_base_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.home / 'clarion.db'}"
+        if self.twilio_account_sid and not self.twilio_from_number:
+            raise ValueError(
+                "CLARION_TWILIO_FROM_NUMBER is required when CLARION_TWILIO_ACCOUNT_SID is set"
+            )
+        if self.smtp_starttls and self.smtp_use_tls:
+            raise ValueError("CLARION_SMTP_STARTTLS and CLARION_SMTP_USE_TLS exclude each other")
+        return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the local sinks write messages when no provider is configured."""
+        return self.home / "outbox"
+
+    @property
+    def email_configured(self) -> bool:
+        return bool(self.smtp_host)
+
+    @property
+    def sms_configured(self) -> bool:
+        return bool(self.twilio_account_sid)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,289 @@
+"""Repositories: keyword-only functions over an AsyncSession. The caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.customers import CustomerRecord
+from clarion.errors import NotFound
+from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Purpose
+from clarion.policy import ConsentFact
+from clarion.store.tables import (
+    AuditEvent,
+    ConsentRecord,
+    ContactPoint,
+    Customer,
+    Delivery,
+    Template,
+    TemplateVersion,
+    utcnow,
+)
+from clarion.templates import TemplateDefinition
+
+# ---------------------------------------------------------------- customers
+
+
+async def get_customer(session: AsyncSession, *, external_id: str) -> Customer | None:
+    return (
+        await session.execute(select(Customer).where(Customer.external_id == external_id))
+    ).scalar_one_or_none()
+
+
+async def require_customer(session: AsyncSession, *, external_id: str) -> Customer:
+    customer = await get_customer(session, external_id=external_id)
+    if customer is None:
+        raise NotFound("customer", external_id)
+    return customer
+
+
+def contact_of(customer: Customer, kind: str) -> str | None:
+    for point in customer.contact_points:
+        if point.kind == kind:
+            return point.value
+    return None
+
+
+def _set_contact(customer: Customer, kind: str, value: str | None) -> None:
+    existing = next((p for p in customer.contact_points if p.kind == kind), None)
+    if value is None:
+        return  # an import without the column keeps what we had
+    if existing is None:
+        customer.contact_points.append(ContactPoint(kind=kind, value=value))
+    elif existing.value != value:
+        existing.value = value
+
+
+async def upsert_customer(
+    session: AsyncSession, *, record: CustomerRecord
+) -> tuple[Customer, bool]:
+    """Insert or update by external id; returns (customer, created)."""
+    customer = await get_customer(session, external_id=record.external_id)
+    created = customer is None
+    if customer is None:
+        customer = Customer(external_id=record.external_id, attributes={}, contact_points=[])
+        session.add(customer)
+    customer.name = record.name
+    customer.locale = record.locale
+    customer.timezone = record.timezone
+    customer.attributes = {**(customer.attributes or {}), **record.attributes}
+    _set_contact(customer, "email", record.email)
+    _set_contact(customer, "phone", record.phone)
+    await session.flush()
+    return customer, created
+
+
+async def count_customers(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.count()).select_from(Customer))).scalar_one())
+
+
+# ---------------------------------------------------------------- consent
+
+
+async def record_consent(
+    session: AsyncSession,
+    *,
+    customer: Customer,
+    channel: Channel,
+    purpose: Purpose,
+    status: ConsentStatus,
+    source: str,
+    jurisdiction: str | None = None,
+    at: datetime | None = None,
+) -> ConsentRecord:
+    record = ConsentRecord(
+        customer_id=customer.id,
+        channel=channel.value,
+        purpose=purpose.value,
+        status=status.value,
+        source=source,
+        jurisdiction=jurisdiction,
+        recorded_at=at or utcnow(),
+    )
+    session.add(record)
+    await session.flush()
+    return record
+
+
+async def consent_facts(session: AsyncSession, *, customer: Customer) -> list[ConsentFact]:
+    rows = (
+        await session.execute(
+            select(ConsentRecord)
+            .where(ConsentRecord.customer_id == customer.id)
+            .order_by(ConsentRecord.recorded_at, ConsentRecord.id)
+        )
+    ).scalars()
+    return [
+        ConsentFact(
+            channel=Channel(r.channel),
+            purpose=Purpose(r.purpose),
+            status=ConsentStatus(r.status),
+            recorded_at=r.recorded_at,
+            source=r.source,
+        )
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    name: str
+    version: int
+    changed: bool  # False: identical to the latest version, nothing new was published
+
+
+async def publish_template(
+    session: AsyncSession, *, definition: TemplateDefinition
+) -> PublishResult:
+    """Publish a new immutable version unless the latest one has the same content."""
+    template = (
+        await session.execute(select(Template).where(Template.name == definition.name))
+    ).scalar_one_or_none()
+    if template is None:
+        template = Template(name=definition.name, versions=[])
+        session.add(template)
+        await session.flush()
+    digest = definition.content_hash()
+    latest = template.versions[-1] if template.versions else None
+    if latest is not None and latest.content_hash == digest:
+        return PublishResult(definition.name, latest.version, changed=False)
+    version = TemplateVersion(
+        template_id=template.id,
+        version=(latest.version + 1) if latest else 1,
+        purpose=definition.purpose.value,
+        category=definition.category,
+        content=definition.content(),
+        content_hash=digest,
+    )
+    template.versions.append(version)
+    await session.flush()
+    return PublishResult(definition.name, version.version, changed=True)
+
+
+async def list_templates(session: AsyncSession) -> Sequence[Template]:
+    return (await session.execute(select(Template).order_by(Template.name))).scalars().all()
+
+
+async def get_template_version(
+    session: AsyncSession, *, name: str, version: int | None = None
+) -> tuple[TemplateVersion, TemplateDefinition]:
+    """The given version, or the latest; raises NotFound."""
+    query = (
+        select(TemplateVersion)
+        .join(Template)
+        .where(Template.name == name)
+        .order_by(TemplateVersion.version.desc())
+    )
+    if version is not None:
+        query = query.where(TemplateVersion.version == version)
+    row = (await session.execute(query.limit(1))).scalar_one_or_none()
+    if row is None:
+        raise NotFound("template", name if version is None else f"{name} v{version}")
+    return row, TemplateDefinition.model_validate({"name": name, **row.content})
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+def attempt_id(message_id: str, channel: Channel) -> str:
+    return f"{message_id}:{channel.value}"
+
+
+async def get_delivery(session: AsyncSession, *, attempt: str) -> Delivery | None:
+    return await session.get(Delivery, attempt)
+
+
+async def deliveries_for_message(session: AsyncSession, *, message_id: str) -> Sequence[Delivery]:
+    return (
+        (
+            await session.execute(
+                select(Delivery)
+                .where(Delivery.message_id == message_id)
+                .order_by(Delivery.created_at)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def set_delivery_status(
+    session: AsyncSession,
+    *,
+    delivery: Delivery,
+    status: DeliveryStatus,
+    provider: str = "",
+    provider_message_id: str = "",
+    error: str = "",
+) -> None:
+    delivery.status = status.value
+    if provider:
+        delivery.provider = provider
+    if provider_message_id:
+        delivery.provider_message_id = provider_message_id
+    delivery.error = error
+    if status is DeliveryStatus.SENT:
+        delivery.sent_at = utcnow()
+    await session.flush()
+
+
+# ---------------------------------------------------------------- audit
+
+
+async def append_audit(
+    session: AsyncSession,
+    *,
+    kind: AuditKind,
+    customer_external_id: str | None = None,
+    message_id: str | None = None,
+    workflow_id: str | None = None,
+    channel: Channel | None = None,
+    reason: str = "",
+    detail: dict[str, Any] | None = None,
+    actor: str = "system",
+    dedupe_key: str | None = None,
+) -> AuditEvent | None:
+    """Append an event; with ``dedupe_key``, an event already recorded is not repeated."""
+    if dedupe_key is not None:
+        found = (
+            await session.execute(select(AuditEvent.id).where(AuditEvent.dedupe_key == dedupe_key))
+        ).first()
+        if found is not None:
+            return None
+    event = AuditEvent(
+        kind=kind.value,
+        customer_external_id=customer_external_id,
+        message_id=message_id,
+        workflow_id=workflow_id,
+        channel=channel.value if channel else None,
+        reason=reason,
+        detail=detail or {},
+        actor=actor,
+        dedupe_key=dedupe_key,
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def audit_events(
+    session: AsyncSession,
+    *,
+    customer_external_id: str | None = None,
+    message_id: str | None = None,
+    limit: int = 1000,
+) -> Sequence[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+    if customer_external_id is not None:
+        query = query.where(AuditEvent.customer_external_id == customer_external_id)
+    if message_id is not None:
+        query = query.where(AuditEvent.message_id == message_id)
+    return (await session.execute(query)).scalars().all()

@@ -1,0 +1,174 @@
+"""Clarion's tables (SQLAlchemy 2). Every change here goes with an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    external_id: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    locale: Mapped[str] = mapped_column(String(35), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    contact_points: Mapped[list[ContactPoint]] = relationship(
+        back_populates="customer", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class ContactPoint(Base):
+    """An address to reach a customer: ``email`` (address) or ``phone`` (E.164)."""
+
+    __tablename__ = "contact_points"
+    __table_args__ = (UniqueConstraint("customer_id", "kind", name="uq_contact_points_kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    customer: Mapped[Customer] = relationship(back_populates="contact_points")
+
+
+class ConsentRecord(Base):
+    """Append-only consent ledger: the latest record per channel x purpose is the state."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = (Index("ix_consent_lookup", "customer_id", "channel", "purpose"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    jurisdiction: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Template(Base):
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    versions: Mapped[list[TemplateVersion]] = relationship(
+        back_populates="template", order_by="TemplateVersion.version", lazy="selectin"
+    )
+
+
+class TemplateVersion(Base):
+    """An immutable published version of a template."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version", name="uq_template_versions"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="approved")
+    content: Mapped[dict[str, Any]] = mapped_column()
+    content_hash: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    template: Mapped[Template] = relationship(back_populates="versions")
+
+
+class Delivery(Base):
+    """One row per message attempt on one channel, keyed by ``{message_id}:{channel}``."""
+
+    __tablename__ = "deliveries"
+
+    attempt_id: Mapped[str] = mapped_column(String(240), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(200), index=True)
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    customer_external_id: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(100))
+    template_version: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32), default="")
+    provider_message_id: Mapped[str] = mapped_column(String(200), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditEvent(Base):
+    """Append-only audit trail: every decision Clarion makes about a message."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_customer", "customer_external_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    customer_external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    workflow_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    actor: Mapped[str] = mapped_column(String(100), default="system")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set for events that must appear once per message even when an activity is retried.
+    dedupe_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)

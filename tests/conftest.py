@@ -1,0 +1,223 @@
+"""Shared fixtures: one Temporal dev server for the run, loopback SMTP and Twilio servers,
+and Clarion's store on SQLite (always) and PostgreSQL (when CLARION_TEST_POSTGRES_URL is set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from clarion.channels import build_providers
+from clarion.config import Settings
+from clarion.customers import CustomerRecord
+from clarion.models import Channel, ConsentStatus, Purpose
+from clarion.store import Store
+from clarion.store import repo
+from clarion.temporal import DATA_CONVERTER
+from clarion.templates import load_template_dir
+from starters.sdk import ClarionClient
+from tests.support.fake_twilio import FakeTwilio
+from tests.support.smtp_server import SmtpServer
+from workers.main import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES_URL", "")
+
+
+# -- the interpreter may crash at exit in the SDK's native threads once all work is done;
+# -- leave with pytest's own exit status before that can happen.
+_exit_status: list[int] = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _exit_status and not hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])
+
+
+# -- servers
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=shutil.which("temporal")
+        or str(Path(sys.executable).parent / "temporal"),
+        data_converter=DATA_CONVERTER,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_twilio() -> Iterator[FakeTwilio]:
+    server = FakeTwilio()
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- store
+
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+
+
+@pytest.fixture(scope="session", params=_backends())
+async def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Store]:
+    if request.param == "postgres":
+        url = POSTGRES_URL
+        s = Store(url)
+        async with s.engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'clarion.db'}"
+        s = Store(url)
+    await s.migrate()
+    async with s.transaction() as session:
+        for definition in load_template_dir(ROOT / "examples" / "templates"):
+            await repo.publish_template(session, definition=definition)
+        for definition in load_template_dir(ROOT / "tests" / "data" / "templates"):
+            await repo.publish_template(session, definition=definition)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def uid(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def add_customer(
+    store: Store,
+    *,
+    email: bool = True,
+    phone: str | None = None,
+    locale: str = "en",
+    consents: list[tuple[Channel, Purpose, ConsentStatus]] = (),  # type: ignore[assignment]
+    name: str = "Test Customer",
+) -> CustomerRecord:
+    ext = uid("cust")
+    record = CustomerRecord(
+        external_id=ext,
+        name=name,
+        email=f"{ext}@example.com" if email else None,
+        phone=phone,
+        locale=locale,
+        attributes={"plan": "pro"},
+    )
+    async with store.transaction() as session:
+        customer, _ = await repo.upsert_customer(session, record=record)
+        for channel, purpose, status in consents:
+            await repo.record_consent(
+                session,
+                customer=customer,
+                channel=channel,
+                purpose=purpose,
+                status=status,
+                source="test",
+            )
+    return record
+
+
+def unique_phone() -> str:
+    """A valid US number no other test uses (415 555-01xx .. 99xx)."""
+    return f"+1415555{uuid.uuid4().int % 9000 + 1000:04d}"
+
+
+# -- Clarion on top
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    store: Store
+    client: Client
+    clarion: ClarionClient
+    smtp: SmtpServer
+    twilio: FakeTwilio
+
+
+def make_settings(
+    tmp: Path,
+    store: Store,
+    smtp: SmtpServer,
+    twilio: FakeTwilio,
+    *,
+    task_queue: str,
+    **extra: object,
+) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp / ".clarion",
+        database_url=store.url,
+        task_queue=task_queue,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        smtp_timeout=5,
+        email_from="Clarion Tests <noreply@clarion.test>",
+        twilio_account_sid=twilio.account_sid,
+        twilio_auth_token=twilio.auth_token,
+        twilio_from_number="+14155550100",
+        twilio_base_url=twilio.base_url,
+        twilio_timeout=5,
+        **extra,
+    )
+
+
+@pytest.fixture
+async def stack(
+    temporal_env: WorkflowEnvironment,
+    store: Store,
+    smtp_server: SmtpServer,
+    fake_twilio: FakeTwilio,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    """An in-process worker on a fresh task queue, wired to the loopback servers."""
+    settings = make_settings(tmp_path, store, smtp_server, fake_twilio, task_queue=uid("tq"))
+    providers = build_providers(settings)
+    worker = build_worker(temporal_env.client, settings, store, providers)
+    async with worker:
+        yield Stack(
+            settings=settings,
+            store=store,
+            client=temporal_env.client,
+            clarion=ClarionClient(temporal_env.client, settings),
+            smtp=smtp_server,
+            twilio=fake_twilio,
+        )
+    for provider in providers.values():
+        await provider.aclose()

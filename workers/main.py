@@ -1,0 +1,67 @@
+"""The Clarion worker: DeliverMessage and its activities on the configured task queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import DeliveryActivities
+from clarion.channels import Provider, build_providers
+from clarion.config import Settings
+from clarion.logging import get_logger
+from clarion.models import Channel
+from clarion.store import Store
+from clarion.temporal import connect
+from workflows import ALL_WORKFLOWS
+
+log = get_logger(__name__)
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    store: Store,
+    providers: dict[Channel, Provider],
+    *,
+    task_queue: str | None = None,
+) -> Worker:
+    acts = DeliveryActivities(store, providers, settings)
+    activities: Sequence[object] = [acts.prepare_delivery, acts.send_message, acts.record_outcome]
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=activities,
+        max_concurrent_activities=100,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event, client: Client | None = None) -> None:
+    """Run until ``stop`` is set; then finish in-flight tasks and close everything."""
+    store = Store(settings.database_url)
+    providers = build_providers(settings)
+    try:
+        if settings.auto_migrate:
+            await store.migrate()
+        client = client or await connect(settings)
+        worker = build_worker(client, settings, store, providers)
+        log.info(
+            "worker started",
+            task_queue=settings.task_queue,
+            namespace=settings.temporal_namespace,
+            email=providers[Channel.EMAIL].name,
+            sms=providers[Channel.SMS].name,
+        )
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+        await store.close()
+        log.info("worker stopped")

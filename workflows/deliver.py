@@ -1,0 +1,181 @@
+"""DeliverMessage: one message to one customer, durable from request to provider receipt.
+
+prepare (customer, pinned template version, consent and rendering per channel)
+  -> for each allowed channel in the caller's order: send (retried with backoff
+     while the failure is retryable) -> on a permanent failure, fall back to the next
+  -> record the outcome
+Every decision is written to the audit trail by the activities.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deliver import PERMANENT_ERROR_TYPES, DeliveryActivities
+    from clarion.models import (
+        Channel,
+        ChannelAttempt,
+        DeliverMessageInput,
+        DeliveryOutcome,
+        DeliveryStatus,
+        OutcomeStatus,
+        PreparedDelivery,
+        PrepareDeliveryInput,
+        RecordOutcomeInput,
+        SendInput,
+        SendResult,
+    )
+
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=PERMANENT_ERROR_TYPES,
+)
+# How long one channel may keep failing with retryable errors before we fall back.
+SEND_DEADLINE = timedelta(hours=6)
+SEND_ATTEMPT_TIMEOUT = timedelta(seconds=60)
+SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+
+
+def _failure_reason(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type}: {cause.message}" if cause.type else cause.message
+    if isinstance(cause, TimeoutError):
+        return f"gave up after retrying: {cause.message}"
+    return str(cause or err)
+
+
+@workflow.defn(name="DeliverMessage")
+class DeliverMessageWorkflow:
+    def __init__(self) -> None:
+        self._stage = "starting"
+        self._attempts: list[ChannelAttempt] = []
+        self._outcome: DeliveryOutcome | None = None
+
+    @workflow.query(name="outcome")
+    def outcome(self) -> DeliveryOutcome | None:
+        return self._outcome
+
+    @workflow.query(name="stage")
+    def stage(self) -> str:
+        return self._stage
+
+    @workflow.run
+    async def run(self, req: DeliverMessageInput) -> DeliveryOutcome:
+        wf_id = workflow.info().workflow_id
+        self._stage = "preparing"
+        prepared: PreparedDelivery = await workflow.execute_activity_method(
+            DeliveryActivities.prepare_delivery,
+            PrepareDeliveryInput(message_id=req.message_id, workflow_id=wf_id, request=req),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+        if not prepared.ok:
+            return await self._finish(wf_id, req, OutcomeStatus.FAILED, reason=prepared.error)
+        assert prepared.purpose is not None and prepared.template_version is not None
+
+        fallback_from: Channel | None = None
+        fallback_reason = ""
+        any_failed = False
+        for plan in prepared.plans:
+            if not plan.allowed:
+                failed = plan.reason.startswith("template_error")
+                any_failed = any_failed or failed
+                self._attempts.append(
+                    ChannelAttempt(
+                        channel=plan.channel,
+                        status=DeliveryStatus.FAILED if failed else DeliveryStatus.SUPPRESSED,
+                        reason=plan.reason,
+                    )
+                )
+                continue
+            self._stage = f"sending:{plan.channel.value}"
+            try:
+                result: SendResult = await workflow.execute_activity_method(
+                    DeliveryActivities.send_message,
+                    SendInput(
+                        message_id=req.message_id,
+                        workflow_id=wf_id,
+                        customer_id=req.customer_id,
+                        template=req.template,
+                        template_version=prepared.template_version,
+                        purpose=prepared.purpose,
+                        channel=plan.channel,
+                        context=req.context,
+                        fallback_from=fallback_from,
+                        fallback_reason=fallback_reason,
+                    ),
+                    start_to_close_timeout=SEND_ATTEMPT_TIMEOUT,
+                    heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
+                    schedule_to_close_timeout=SEND_DEADLINE,
+                    retry_policy=SEND_RETRY,
+                )
+            except ActivityError as err:
+                reason = _failure_reason(err)
+                any_failed = True
+                self._attempts.append(
+                    ChannelAttempt(
+                        channel=plan.channel, status=DeliveryStatus.FAILED, reason=reason
+                    )
+                )
+                fallback_from, fallback_reason = plan.channel, reason
+                continue
+            self._attempts.append(
+                ChannelAttempt(channel=result.channel, status=result.status, reason=result.reason)
+            )
+            if result.status is DeliveryStatus.SENT:
+                return await self._finish(
+                    wf_id,
+                    req,
+                    OutcomeStatus.DELIVERED,
+                    channel=result.channel,
+                    provider_message_id=result.provider_message_id,
+                    template_version=prepared.template_version,
+                )
+        status = OutcomeStatus.FAILED if any_failed else OutcomeStatus.SUPPRESSED
+        reason = "; ".join(f"{a.channel.value}: {a.reason}" for a in self._attempts)
+        return await self._finish(
+            wf_id, req, status, reason=reason, template_version=prepared.template_version
+        )
+
+    async def _finish(
+        self,
+        wf_id: str,
+        req: DeliverMessageInput,
+        status: OutcomeStatus,
+        *,
+        reason: str = "",
+        channel: Channel | None = None,
+        provider_message_id: str = "",
+        template_version: int | None = None,
+    ) -> DeliveryOutcome:
+        self._outcome = DeliveryOutcome(
+            message_id=req.message_id,
+            customer_id=req.customer_id,
+            status=status,
+            channel=channel,
+            provider_message_id=provider_message_id,
+            template_version=template_version,
+            reason=reason,
+            attempts=list(self._attempts),
+        )
+        outcome = self._outcome
+        self._stage = "recording"
+        await workflow.execute_activity_method(
+            DeliveryActivities.record_outcome,
+            RecordOutcomeInput(workflow_id=wf_id, outcome=outcome),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+        self._stage = "done"
+        return outcome
