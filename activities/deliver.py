@@ -38,8 +38,7 @@ from clarion.models import (
     SendResult,
 )
 from clarion.policy import decide_consent
-from clarion.store import Store
-from clarion.store import repo
+from clarion.store import Store, repo
 from clarion.store.tables import Customer, Delivery
 from clarion.templates import RenderedEmail, RenderedSms, TemplateDefinition, render, resolve_locale
 

@@ -1,9 +1,9 @@
 """The Python SDK: start and follow Clarion's durable processes from any service.
 
-    async with await ClarionClient.connect() as clarion:
-        handle = await clarion.send_message(customer_id="c-42", template="order-shipped",
-                                            channels=["sms", "email"], context={"order": "A-1"})
-        outcome = await handle.result()
+async with await ClarionClient.connect() as clarion:
+    handle = await clarion.send_message(customer_id="c-42", template="order-shipped",
+                                        channels=["sms", "email"], context={"order": "A-1"})
+    outcome = await handle.result()
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ class ClarionClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 

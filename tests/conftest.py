@@ -21,10 +21,9 @@ from clarion.channels import build_providers
 from clarion.config import Settings
 from clarion.customers import CustomerRecord
 from clarion.models import Channel, ConsentStatus, Purpose
-from clarion.store import Store
-from clarion.store import repo
-from clarion.temporal import DATA_CONVERTER
+from clarion.store import Store, repo
 from clarion.templates import load_template_dir
+from clarion.temporal import DATA_CONVERTER
 from starters.sdk import ClarionClient
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.smtp_server import SmtpServer

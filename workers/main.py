@@ -41,7 +41,9 @@ def build_worker(
     )
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event, client: Client | None = None) -> None:
+async def run_worker(
+    settings: Settings, *, stop: asyncio.Event, client: Client | None = None
+) -> None:
     """Run until ``stop`` is set; then finish in-flight tasks and close everything."""
     store = Store(settings.database_url)
     providers = build_providers(settings)

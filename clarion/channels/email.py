@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -134,7 +135,5 @@ class SmtpEmailProvider:
 
 
 async def _quietly_close(client: aiosmtplib.SMTP) -> None:
-    try:
+    with contextlib.suppress(Exception):
         client.close()
-    except Exception:
-        pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,9 +62,18 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision`` on ``engine``'s database."""
-    async with engine.begin() as conn:
+    """Apply Alembic migrations up to ``revision`` on ``engine``'s database.
+
+    Alembic keeps its context in module globals, so migrations in one process run one
+    at a time."""
+    lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, engine.begin() as conn:
         await conn.run_sync(_upgrade, revision)
 
 

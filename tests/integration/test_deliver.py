@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
-from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, OutcomeStatus, Purpose
+from clarion.models import AuditKind, Channel, DeliveryStatus, OutcomeStatus
 from clarion.store import repo
 from clarion.store.tables import Delivery
-from tests.conftest import Stack, add_customer, unique_phone, uid
+from tests.conftest import Stack, add_customer
 
 
 async def audit_kinds(stack: Stack, message_id: str) -> list[tuple[str, str | None, str]]:

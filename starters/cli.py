@@ -1,0 +1,579 @@
+"""The ``clarion`` command line.
+
+Exit status: 0 success; 1 failure (a bad row, an undeliverable message, an unreachable
+server); 2 bad usage (unknown option or value); 3 a message suppressed by policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from clarion.config import Settings, get_settings
+from clarion.customers import parse_csv, parse_jsonl
+from clarion.errors import ClarionError, TemplateError
+from clarion.logging import configure_logging
+from clarion.models import Channel, ConsentStatus, DeliveryOutcome, OutcomeStatus, Purpose
+from clarion.store import Store, repo
+from clarion.templates import load_template_dir
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="clarion",
+    help="Clarion: durable customer communications on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+customers_app = typer.Typer(help="Import and inspect customers.", no_args_is_help=True)
+templates_app = typer.Typer(help="Publish and list message templates.", no_args_is_help=True)
+consent_app = typer.Typer(help="Record consent in the ledger.", no_args_is_help=True)
+db_app = typer.Typer(help="Clarion's store.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
+app.add_typer(templates_app, name="templates")
+app.add_typer(consent_app, name="consent")
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+class Fail(Exception):
+    """A failure already explained to the user; carries the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def settings() -> Settings:
+    try:
+        s = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CLARION_{'_'.join(str(p) for p in e['loc']).upper() or '?'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise Fail(f"invalid configuration: {problems}", 2) from exc
+    configure_logging(s.log_level, s.log_format)
+    return s
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+async def with_store(s: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    store = Store(s.database_url)
+    try:
+        if s.auto_migrate:
+            await store.migrate()
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+async def temporal_client(s: Settings) -> Any:
+    from clarion.temporal import connect
+
+    try:
+        return await connect(s)
+    except Exception as exc:
+        raise Fail(
+            f"cannot reach Temporal at {s.temporal_address} "
+            f"(namespace {s.temporal_namespace}): {exc}. "
+            "Is `clarion dev` running, or CLARION_TEMPORAL_ADDRESS set?"
+        ) from exc
+
+
+# ------------------------------------------------------------------ processes
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: Clarion's workflows and activities on CLARION_TASK_QUEUE."""
+    from workers.main import run_worker
+
+    s = settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        client = await temporal_client(s)
+        await run_worker(s, stop=stop, client=client)
+
+    run(main())
+
+
+@app.command()
+def dev(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Seed examples and send a few messages.")
+    ] = False,
+    ui_port: Annotated[int, typer.Option(help="Port of the Temporal Web UI.")] = 8233,
+    examples: Annotated[Path | None, typer.Option(help="Examples folder for --demo.")] = None,
+    exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo has run.")] = False,
+) -> None:
+    """Everything on one machine: Temporal dev server, migrations, worker. Ctrl-C stops it all."""
+    from starters.dev import run_dev
+
+    s = settings()
+    run(run_dev(s, demo=demo, ui_port=ui_port, examples=examples, exit_after_demo=exit_after_demo))
+
+
+@app.command()
+def demo(
+    examples: Annotated[Path | None, typer.Option(help="Examples folder.")] = None,
+) -> None:
+    """Seed the examples and send a few messages through a running Clarion (`clarion dev`)."""
+    from starters.demo import run_demo
+
+    s = settings()
+
+    async def main() -> None:
+        client = await temporal_client(s)
+        await run_demo(s, client, examples=examples, console=out)
+
+    run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the store's migrations (Alembic) up to the latest."""
+    s = settings()
+
+    async def main(store: Store) -> None:
+        await store.migrate()
+
+    run(with_store(s.model_copy(update={"auto_migrate": False}), main))
+    err.print(f"store is up to date: {_safe_url(s.database_url)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# ------------------------------------------------------------------ customers
+
+
+@customers_app.command("import")
+def customers_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV (header: id,name,email,phone,locale,timezone,...) or .jsonl")
+    ],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (default: by extension)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import customers; bad rows are reported, good rows still imported (upsert by id)."""
+    s = settings()
+    if not file.is_file():
+        raise Fail(f"file: {str(file)!r}: no such file", 2)
+    kind = (fmt or ("jsonl" if file.suffix.lower() in (".jsonl", ".ndjson") else "csv")).lower()
+    if kind not in ("csv", "jsonl"):
+        raise Fail(f"--format: {kind!r}: use csv or jsonl", 2)
+    text = file.read_text(encoding="utf-8-sig")
+    parsed = (parse_csv if kind == "csv" else parse_jsonl)(
+        text, default_region=s.default_phone_region
+    )
+
+    async def main(store: Store) -> tuple[int, int]:
+        created = updated = 0
+        async with store.transaction() as session:
+            for _, record in parsed.records:
+                _, was_created = await repo.upsert_customer(session, record=record)
+                created += was_created
+                updated += not was_created
+        return created, updated
+
+    created, updated = run(with_store(s, main))
+    if as_json:
+        print_json(
+            {
+                "created": created,
+                "updated": updated,
+                "failed": len(parsed.errors),
+                "errors": [e.__dict__ for e in parsed.errors],
+            }
+        )
+    else:
+        for e in parsed.errors:
+            err.print(f"[red]{file}: {e}[/red]", highlight=False)
+        err.print(
+            f"imported {created + updated} customers ({created} new, {updated} updated), "
+            f"{len(parsed.errors)} rows failed"
+        )
+    if parsed.errors:
+        raise typer.Exit(1)
+
+
+@customers_app.command("show")
+def customers_show(
+    customer_id: Annotated[str, typer.Argument(help="Customer id")], as_json: JsonOpt = False
+) -> None:
+    """A customer with contact points and consent ledger."""
+    s = settings()
+
+    async def main(store: Store) -> dict[str, Any]:
+        async with store.session() as session:
+            customer = await repo.require_customer(session, external_id=customer_id)
+            facts = await repo.consent_facts(session, customer=customer)
+            return {
+                "id": customer.external_id,
+                "name": customer.name,
+                "locale": customer.locale,
+                "timezone": customer.timezone,
+                "email": repo.contact_of(customer, "email"),
+                "phone": repo.contact_of(customer, "phone"),
+                "attributes": customer.attributes,
+                "consent": [f.model_dump(mode="json") for f in facts],
+            }
+
+    data = run(with_store(s, main))
+    if as_json:
+        print_json(data)
+        return
+    for key in ("id", "name", "locale", "timezone", "email", "phone", "attributes"):
+        out.print(f"[bold]{key}[/bold]: {data[key]}", highlight=False)
+    for fact in data["consent"]:
+        out.print(
+            f"consent: {fact['channel']}/{fact['purpose']} {fact['status']} "
+            f"({fact['source']}, {fact['recorded_at']})"
+        )
+
+
+# ------------------------------------------------------------------ consent
+
+
+def _consent(
+    customer_id: str, channel: Channel, purpose: Purpose, status: ConsentStatus, source: str
+) -> None:
+    s = settings()
+
+    async def main(store: Store) -> None:
+        async with store.transaction() as session:
+            customer = await repo.require_customer(session, external_id=customer_id)
+            await repo.record_consent(
+                session,
+                customer=customer,
+                channel=channel,
+                purpose=purpose,
+                status=status,
+                source=source,
+            )
+            from clarion.models import AuditKind
+
+            await repo.append_audit(
+                session,
+                kind=AuditKind.CONSENT_CHANGED,
+                customer_external_id=customer_id,
+                channel=channel,
+                reason=status.value,
+                actor=source,
+                detail={"purpose": purpose.value, "source": source},
+            )
+
+    run(with_store(s, main))
+    err.print(f"{customer_id}: {channel.value}/{purpose.value} {status.value}")
+
+
+ChannelOpt = Annotated[Channel, typer.Option("--channel", case_sensitive=False)]
+PurposeOpt = Annotated[Purpose, typer.Option("--purpose", case_sensitive=False)]
+SourceOpt = Annotated[str, typer.Option("--source", help="Where the consent came from.")]
+
+
+@consent_app.command("grant")
+def consent_grant(
+    customer_id: str, channel: ChannelOpt, purpose: PurposeOpt, source: SourceOpt = "cli"
+) -> None:
+    """Record an opt-in."""
+    _consent(customer_id, channel, purpose, ConsentStatus.GRANTED, source)
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    customer_id: str, channel: ChannelOpt, purpose: PurposeOpt, source: SourceOpt = "cli"
+) -> None:
+    """Record an opt-out."""
+    _consent(customer_id, channel, purpose, ConsentStatus.REVOKED, source)
+
+
+# ------------------------------------------------------------------ templates
+
+
+@templates_app.command("publish")
+def templates_publish(
+    directory: Annotated[Path, typer.Argument(help="Folder of template files (*.yaml)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish every template in DIR; changed ones get a new immutable version."""
+    s = settings()
+    try:
+        definitions = load_template_dir(directory)
+    except TemplateError as exc:
+        raise Fail(str(exc)) from exc
+
+    async def main(store: Store) -> list[repo.PublishResult]:
+        async with store.transaction() as session:
+            return [await repo.publish_template(session, definition=d) for d in definitions]
+
+    results = run(with_store(s, main))
+    if as_json:
+        print_json([{"name": r.name, "version": r.version, "changed": r.changed} for r in results])
+        return
+    for r in results:
+        out.print(f"{r.name}: v{r.version} {'published' if r.changed else 'unchanged'}")
+
+
+@templates_app.command("list")
+def templates_list(as_json: JsonOpt = False) -> None:
+    """Templates with their latest version."""
+    s = settings()
+
+    async def main(store: Store) -> list[dict[str, Any]]:
+        async with store.session() as session:
+            rows = []
+            for t in await repo.list_templates(session):
+                latest = t.versions[-1]
+                rows.append(
+                    {
+                        "name": t.name,
+                        "version": latest.version,
+                        "versions": len(t.versions),
+                        "purpose": latest.purpose,
+                        "category": latest.category,
+                        "status": latest.status,
+                        "locales": sorted(latest.content.get("locales", {})),
+                        "published_at": latest.published_at.isoformat(),
+                    }
+                )
+            return rows
+
+    rows = run(with_store(s, main))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "version", "purpose", "category", "locales", "published")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            f"v{r['version']}",
+            r["purpose"],
+            r["category"],
+            ",".join(r["locales"]),
+            r["published_at"][:19],
+        )
+    out.print(table)
+
+
+# ------------------------------------------------------------------ send and audit
+
+
+def parse_channels(value: str) -> list[Channel]:
+    channels: list[Channel] = []
+    for part in filter(None, (p.strip().lower() for p in value.split(","))):
+        try:
+            channels.append(Channel(part))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{part!r} is not a channel (use {', '.join(c.value for c in Channel)})"
+            ) from None
+    if not channels:
+        raise typer.BadParameter("at least one channel")
+    return channels
+
+
+def parse_context(value: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not JSON: {exc.msg} at column {exc.colno}", param_hint="'--context'"
+        ) from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{value!r} must be a JSON object", param_hint="'--context'")
+    return data
+
+
+class PurposeChoice(StrEnum):
+    transactional = "transactional"
+    service = "service"
+    marketing = "marketing"
+
+
+def outcome_exit_code(outcome: DeliveryOutcome) -> int:
+    return {OutcomeStatus.DELIVERED: 0, OutcomeStatus.FAILED: 1, OutcomeStatus.SUPPRESSED: 3}[
+        outcome.status
+    ]
+
+
+@app.command()
+def send(
+    customer: Annotated[str, typer.Option("--customer", help="Customer id")],
+    template: Annotated[str, typer.Option("--template", help="Template name")],
+    purpose: Annotated[
+        PurposeChoice | None, typer.Option("--purpose", help="Default: the template's")
+    ] = None,
+    channel: Annotated[
+        str, typer.Option("--channel", help="Fallback ladder, e.g. sms,email")
+    ] = "email",
+    context: Annotated[
+        str, typer.Option("--context", help="Template variables as a JSON object")
+    ] = "{}",
+    message_id: Annotated[str | None, typer.Option("--message-id", help="Idempotency key")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the outcome")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one message (a DeliverMessage workflow) and print its outcome."""
+    channels = parse_channels(channel)
+    ctx = parse_context(context)
+    s = settings()
+    from starters.sdk import ClarionClient
+
+    async def main() -> DeliveryOutcome | None:
+        clarion = ClarionClient(await temporal_client(s), s)
+        handle = await clarion.send_message(
+            customer_id=customer,
+            template=template,
+            purpose=purpose.value if purpose else None,
+            channels=channels,
+            context=ctx,
+            message_id=message_id,
+        )
+        if not wait:
+            if as_json:
+                print_json({"message_id": handle.message_id, "workflow_id": handle.workflow_id})
+            else:
+                out.print(f"message {handle.message_id} started (workflow {handle.workflow_id})")
+            return None
+        return await handle.result()
+
+    outcome = run(main())
+    if outcome is None:
+        return
+    if as_json:
+        print_json(outcome.model_dump(mode="json"))
+    else:
+        colour = {"delivered": "green", "suppressed": "yellow", "failed": "red"}[
+            outcome.status.value
+        ]
+        out.print(
+            f"message {outcome.message_id}: [{colour}]{outcome.status.value}[/{colour}]"
+            + (f" by {outcome.channel.value}" if outcome.channel else "")
+            + (f" (template v{outcome.template_version})" if outcome.template_version else "")
+        )
+        for attempt in outcome.attempts:
+            out.print(
+                f"  {attempt.channel.value}: {attempt.status.value} {attempt.reason}".rstrip(),
+                highlight=False,
+            )
+        if outcome.reason and not outcome.attempts:
+            out.print(f"  {outcome.reason}", highlight=False)
+    code = outcome_exit_code(outcome)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def audit(
+    customer: Annotated[str | None, typer.Option("--customer", help="Customer id")] = None,
+    message: Annotated[str | None, typer.Option("--message", help="Message id")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit trail of a customer or a message, oldest first."""
+    if customer is None and message is None:
+        raise typer.BadParameter("give --customer or --message", param_hint="--customer")
+    s = settings()
+
+    async def main(store: Store) -> list[dict[str, Any]]:
+        async with store.session() as session:
+            events = await repo.audit_events(
+                session, customer_external_id=customer, message_id=message, limit=limit
+            )
+        return [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "customer": e.customer_external_id,
+                "message_id": e.message_id,
+                "channel": e.channel,
+                "actor": e.actor,
+                "reason": e.reason,
+                "detail": e.detail,
+            }
+            for e in events
+        ]
+
+    rows = run(with_store(s, main))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("at", "kind", "message", "channel", "reason")
+    for r in rows:
+        table.add_row(
+            r["at"][:19], r["kind"], r["message_id"] or "", r["channel"] or "", r["reason"]
+        )
+    out.print(table)
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Leaves with os._exit once output is flushed: the Temporal
+    SDK's native threads can crash the interpreter during shutdown after all work is
+    done, and that must not change the exit status of a command that succeeded."""
+    code = 0
+    try:
+        app(args=argv, prog_name="clarion")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            err.print(exc.code, highlight=False)
+    except Fail as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        code = exc.code
+    except ClarionError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:
+        import traceback
+
+        traceback.print_exception(exc)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
