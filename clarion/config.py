@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     def _strip(cls, value: str) -> str:
         return value.strip()
 
+    @field_validator("failpoints")
+    @classmethod
+    def _failpoints(cls, value: str) -> str:
+        from clarion.faults import parse_failpoints
+
+        parse_failpoints(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.database_url:
