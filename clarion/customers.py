@@ -70,7 +70,7 @@ def normalise_timezone(value: str) -> str:
     value = value.strip()
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationFailed(
             "timezone", value, "not an IANA time zone such as 'Europe/Paris'"
         ) from exc
@@ -124,6 +124,7 @@ class RowError:
 class ParsedImport:
     records: list[tuple[int, CustomerRecord]] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)  # id -> row of its first appearance
 
 
 def _add(result: ParsedImport, row: int, make: Any) -> None:
@@ -132,12 +133,11 @@ def _add(result: ParsedImport, row: int, make: Any) -> None:
     except ValidationFailed as exc:
         result.errors.append(RowError(row, exc.field, exc.value, exc.problem))
         return
-    seen = {r.external_id: n for n, r in result.records}
-    if record.external_id in seen:
-        result.errors.append(
-            RowError(row, "id", record.external_id, f"duplicate of row {seen[record.external_id]}")
-        )
+    first = result.seen.get(record.external_id)
+    if first is not None:
+        result.errors.append(RowError(row, "id", record.external_id, f"duplicate of row {first}"))
         return
+    result.seen[record.external_id] = row
     result.records.append((row, record))
 
 

@@ -20,6 +20,7 @@ def parse_failpoints(spec: str) -> dict[str, str]:
     points: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, action = item.partition("=")
+        action = action.strip()
         if action not in ("hang", "exit"):
             raise ValueError(f"CLARION_FAILPOINTS: {item!r}: the action must be hang or exit")
         points[name.strip()] = action

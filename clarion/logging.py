@@ -10,7 +10,8 @@ from typing import Any
 
 import structlog
 
-EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# Any local part (non-ASCII too: imports accept it), any domain of word characters.
+EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"]+@[\w\-]+(?:\.[\w\-]+)+")
 PHONE_RE = re.compile(r"\+?\d[\d ()\-.]{7,}\d")
 
 

@@ -394,29 +394,44 @@ def templates_list(as_json: JsonOpt = False) -> None:
 
 
 def parse_channels(value: str) -> list[Channel]:
+    hint = "'--channel'"
     channels: list[Channel] = []
     for part in filter(None, (p.strip().lower() for p in value.split(","))):
         try:
             channels.append(Channel(part))
         except ValueError:
+            names = ", ".join(c.value for c in Channel)
             raise typer.BadParameter(
-                f"{part!r} is not a channel (use {', '.join(c.value for c in Channel)})"
+                f"{part!r} is not a channel (use {names})", param_hint=hint
             ) from None
     if not channels:
-        raise typer.BadParameter("at least one channel")
+        raise typer.BadParameter("at least one channel", param_hint=hint)
+    if len(set(channels)) != len(channels):
+        raise typer.BadParameter(f"{value!r}: each channel at most once", param_hint=hint)
     return channels
 
 
 def parse_context(value: str) -> dict[str, Any]:
+    hint = "'--context'"
     try:
         data = json.loads(value)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(
-            f"{value!r} is not JSON: {exc.msg} at column {exc.colno}", param_hint="'--context'"
+            f"{value!r} is not JSON: {exc.msg} at column {exc.colno}", param_hint=hint
         ) from None
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{value!r} must be a JSON object", param_hint="'--context'")
+        raise typer.BadParameter(f"{value!r} must be a JSON object", param_hint=hint)
     return data
+
+
+def _check_channels(value: str) -> str:
+    parse_channels(value)
+    return value
+
+
+def _check_context(value: str) -> str:
+    parse_context(value)
+    return value
 
 
 class PurposeChoice(StrEnum):

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from clarion.models import Channel
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_token(message_id: str) -> str:
+    """A token for file names and Message-ID headers: the id itself when it is safe,
+    otherwise a cleaned form plus a digest, so distinct ids never share a token."""
+    cleaned = _UNSAFE.sub("-", message_id)
+    if cleaned == message_id and not message_id.startswith("."):
+        return message_id
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:12]
+    return f"{cleaned.lstrip('.')[:100]}.{digest}"
 
 
 @dataclass(frozen=True)

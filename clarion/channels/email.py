@@ -11,7 +11,7 @@ from email.utils import formatdate, parseaddr
 
 import aiosmtplib
 
-from clarion.channels.base import OutgoingEmail, OutgoingMessage, ProviderReceipt
+from clarion.channels.base import OutgoingEmail, OutgoingMessage, ProviderReceipt, safe_token
 from clarion.config import Settings
 from clarion.errors import PermanentChannelError, RetryableChannelError
 from clarion.models import Channel
@@ -22,9 +22,9 @@ MAX_IDLE_SECONDS = 30.0
 def message_id_header(message_id: str, sender: str) -> str:
     """The same Clarion message always carries the same Message-ID, so that a resend
     in the at-least-once window can be recognised by the receiving side."""
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "clarion.local"
-    safe = "".join(ch if ch.isalnum() or ch in "-._" else "-" for ch in message_id)
-    return f"<{safe}@{domain}>"
+    address = parseaddr(sender)[1]
+    domain = address.rpartition("@")[2] if "@" in address else ""
+    return f"<{safe_token(message_id)}@{domain or 'clarion.local'}>"
 
 
 def build_email(message: OutgoingEmail, sender: str) -> EmailMessage:

@@ -8,13 +8,15 @@ import json
 import os
 from pathlib import Path
 
-from clarion.channels.base import OutgoingEmail, OutgoingMessage, OutgoingSms, ProviderReceipt
+from clarion.channels.base import (
+    OutgoingEmail,
+    OutgoingMessage,
+    OutgoingSms,
+    ProviderReceipt,
+    safe_token,
+)
 from clarion.channels.email import build_email
 from clarion.models import Channel
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in name)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -37,7 +39,7 @@ class OutboxEmailProvider:
     async def send(self, message: OutgoingMessage) -> ProviderReceipt:
         if not isinstance(message, OutgoingEmail):
             raise TypeError("OutboxEmailProvider sends OutgoingEmail only")
-        path = self.directory / f"{_safe(message.message_id)}.email.eml"
+        path = self.directory / f"{safe_token(message.message_id)}.email.eml"
         data = bytes(build_email(message, self._sender))
         await asyncio.to_thread(_write_atomically, path, data)
         return ProviderReceipt(provider=self.name, provider_message_id=str(path))
@@ -58,7 +60,7 @@ class OutboxSmsProvider:
     async def send(self, message: OutgoingMessage) -> ProviderReceipt:
         if not isinstance(message, OutgoingSms):
             raise TypeError("OutboxSmsProvider sends OutgoingSms only")
-        path = self.directory / f"{_safe(message.message_id)}.sms.json"
+        path = self.directory / f"{safe_token(message.message_id)}.sms.json"
         data = json.dumps(
             {"message_id": message.message_id, "to": message.to, "body": message.body}, indent=2
         )

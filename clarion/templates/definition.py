@@ -123,7 +123,7 @@ class TemplateDefinition(BaseModel):
                 for field, source in variant.model_dump(exclude_none=True).items():
                     env = html_env if field == "html" else text_env
                     try:
-                        env.parse(source)
+                        env.from_string(source)  # compiles: unknown filters fail here
                     except TemplateSyntaxError as exc:
                         raise TemplateError(
                             f"{prefix}locales.{locale}.{channel.value}.{field}: line {exc.lineno}: "

@@ -111,14 +111,6 @@ def test_invalid_timezone_is_refused(raw: str) -> None:
     assert info.value.value == raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG clarion/customers.py:72-73: ZoneInfo('Europe') raises IsADirectoryError (an "
-        "OSError), which normalise_timezone does not catch; a row with a region name as its "
-        "time zone crashes the whole import instead of being reported"
-    ),
-)
 def test_timezone_that_names_a_region_directory_is_a_row_error() -> None:
     result = parse_csv("id,timezone\nc1,Europe\nc2,Europe/Paris\n")
     assert [(e.row, e.field, e.value) for e in result.errors] == [(2, "timezone", "Europe")]
@@ -243,9 +235,7 @@ def test_csv_phone_without_plus_fails_without_region_and_parses_with_gb() -> Non
 def test_csv_missing_id_column() -> None:
     result = parse_csv("name,email\nAnn,ann@example.com\n")
     assert result.records == []
-    assert result.errors == [
-        RowError(1, "header", "name,email", "the column 'id' is required")
-    ]
+    assert result.errors == [RowError(1, "header", "name,email", "the column 'id' is required")]
 
 
 def test_csv_empty_text_reports_missing_id_column() -> None:
@@ -346,9 +336,7 @@ def test_jsonl_invalid_json_line() -> None:
 def test_jsonl_blank_lines_skipped_but_counted() -> None:
     result = parse_jsonl('\n{"id": "c1"}\n   \n{"id": "c1"}\n')
     assert [(n, r.external_id) for n, r in result.records] == [(2, "c1")]
-    assert [(e.row, e.field, e.problem) for e in result.errors] == [
-        (4, "id", "duplicate of row 2")
-    ]
+    assert [(e.row, e.field, e.problem) for e in result.errors] == [(4, "id", "duplicate of row 2")]
 
 
 def test_jsonl_missing_id_and_bad_fields() -> None:

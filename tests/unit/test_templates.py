@@ -334,14 +334,6 @@ def test_unclosed_block_in_sms_is_caught_at_lint(tmp_path: Path) -> None:
         load_template_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG clarion/templates/definition.py:126: lint() only parses (env.parse), it does not "
-        "compile, so an unknown filter (jinja TemplateAssertionError, a TemplateSyntaxError) "
-        "passes publish and every render then fails"
-    ),
-)
 def test_unknown_filter_is_refused_at_lint(tmp_path: Path) -> None:
     path = write(
         tmp_path, "t.yaml", GOOD.replace('{{ order_id }}"\n  fr', '{{ order_id | nosuch }}"\n  fr')

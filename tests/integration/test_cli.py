@@ -1,0 +1,175 @@
+"""The ``clarion`` command line as a user runs it: a real process, exit codes, --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clarion.store import repo
+from tests.conftest import Stack, add_customer, uid
+from tests.support.processes import run_cli
+
+
+def cli_settings(stack: Stack, temporal_address: str) -> object:
+    return stack.settings.model_copy(update={"temporal_address": temporal_address})
+
+
+async def test_customers_import_reports_bad_rows_and_keeps_good_ones(
+    stack: Stack, tmp_path: Path
+) -> None:
+    a, b, c = uid("imp"), uid("imp"), uid("imp")
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text(
+        "id,name,email,phone,locale,timezone,plan,region\n"
+        f"{a},Ada,ada@example.com,+1 415 555 2671,en,America/Los_Angeles,pro,us-west\n"
+        f"{b},Bob,bob@example,+14155552672,en,UTC,basic,\n"
+        f"{c},Cy,cy@example.com,+33612345678,fr-fr,Europe/Paris,,eu-west\n"
+    )
+    result = await run_cli(stack.settings, "customers", "import", str(csv_file), "--json")
+    assert result.code == 1, result
+    report = json.loads(result.stdout)
+    assert report["created"] == 2 and report["failed"] == 1
+    assert report["errors"] == [
+        {"row": 3, "field": "email", "value": "bob@example", "problem": "not an email address"}
+    ]
+    async with stack.store.session() as session:
+        ada = await repo.require_customer(session, external_id=a)
+        cy = await repo.require_customer(session, external_id=c)
+        assert await repo.get_customer(session, external_id=b) is None
+    assert repo.contact_of(ada, "phone") == "+14155552671"
+    assert ada.attributes == {"plan": "pro", "region": "us-west"}
+    assert cy.locale == "fr-FR" and cy.attributes == {"region": "eu-west"}
+
+    # Re-import (fixed row, changed name): updates, never duplicates.
+    csv_file.write_text(
+        f"id,name,email\n{a},Ada Lovelace,ada@example.com\n{b},Bob,bob@example.com\n"
+    )
+    result = await run_cli(stack.settings, "customers", "import", str(csv_file))
+    assert result.code == 0, result
+    assert "1 new, 1 updated" in result.stderr
+    async with stack.store.session() as session:
+        ada = await repo.require_customer(session, external_id=a)
+        count = await repo.count_customers(session)
+        result2 = await run_cli(stack.settings, "customers", "import", str(csv_file))
+        assert result2.code == 0
+    async with stack.store.session() as session:
+        assert await repo.count_customers(session) == count
+    assert ada.name == "Ada Lovelace" and repo.contact_of(ada, "phone") == "+14155552671"
+
+
+async def test_customers_import_jsonl(stack: Stack, tmp_path: Path) -> None:
+    a = uid("jl")
+    f = tmp_path / "c.jsonl"
+    f.write_text(
+        json.dumps({"id": a, "name": "J", "phone": "+447911123456", "attributes": {"tier": "gold"}})
+        + "\n{not json}\n"
+        + json.dumps({"id": uid("jl"), "fax": "123"})
+        + "\n"
+    )
+    result = await run_cli(stack.settings, "customers", "import", str(f), "--json")
+    assert result.code == 1
+    report = json.loads(result.stdout)
+    assert report["created"] == 1
+    assert [(e["row"], e["field"]) for e in report["errors"]] == [(2, "line"), (3, "fax")]
+    shown = await run_cli(stack.settings, "customers", "show", a, "--json")
+    assert json.loads(shown.stdout)["attributes"] == {"tier": "gold"}
+
+
+async def test_templates_publish_versions_and_refuses_bad_files(
+    stack: Stack, tmp_path: Path
+) -> None:
+    name = uid("tpl")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        "purpose: service\nlocales:\n  en:\n    sms:\n      body: 'v1 {{ customer.name }}'\n"
+    )
+    first = await run_cli(stack.settings, "templates", "publish", str(folder), "--json")
+    assert first.code == 0, first
+    assert json.loads(first.stdout) == [{"name": name, "version": 1, "changed": True}]
+    again = await run_cli(stack.settings, "templates", "publish", str(folder), "--json")
+    assert json.loads(again.stdout) == [{"name": name, "version": 1, "changed": False}]
+    path.write_text(
+        "purpose: service\nlocales:\n  en:\n    sms:\n      body: 'v2 {{ customer.name }}'\n"
+    )
+    second = await run_cli(stack.settings, "templates", "publish", str(folder), "--json")
+    assert json.loads(second.stdout) == [{"name": name, "version": 2, "changed": True}]
+    listed = json.loads((await run_cli(stack.settings, "templates", "list", "--json")).stdout)
+    assert {"name": name, "version": 2, "versions": 2} in [
+        {k: t[k] for k in ("name", "version", "versions")} for t in listed
+    ]
+
+    path.write_text("purpose: gossip\nlocales:\n  en:\n    sms:\n      body: '{{ oops'\n")
+    bad = await run_cli(stack.settings, "templates", "publish", str(folder))
+    assert bad.code == 1
+    assert f"{name}.yaml" in bad.stderr and "purpose" in bad.stderr and "gossip" in bad.stderr
+
+
+async def test_send_and_audit_from_the_command_line(stack: Stack) -> None:
+    from tests.conftest import POSTGRES_URL  # noqa: F401  (both backends run through here)
+
+    target = stack.client.service_client.config.target_host
+    settings = stack.settings.model_copy(update={"temporal_address": target})
+    customer = await add_customer(stack.store)
+    sent = await run_cli(
+        settings,
+        "send",
+        "--customer",
+        customer.external_id,
+        "--template",
+        "test-notice",
+        "--context",
+        '{"ref": "CLI-1"}',
+        "--json",
+    )
+    assert sent.code == 0, sent
+    outcome = json.loads(sent.stdout)
+    assert outcome["status"] == "delivered" and outcome["channel"] == "email"
+    assert len(stack.smtp.with_id(outcome["message_id"])) == 1
+
+    suppressed = await run_cli(
+        settings, "send", "--customer", customer.external_id, "--template", "spring-sale"
+    )
+    assert suppressed.code == 3, suppressed
+    assert "suppressed" in suppressed.stdout and "no_opt_in" in suppressed.stdout
+
+    granted = await run_cli(
+        settings,
+        "consent",
+        "grant",
+        customer.external_id,
+        "--channel",
+        "email",
+        "--purpose",
+        "marketing",
+    )
+    assert granted.code == 0, granted
+    again = await run_cli(
+        settings, "send", "--customer", customer.external_id, "--template", "spring-sale"
+    )
+    assert again.code == 0, again
+
+    trail = await run_cli(settings, "audit", "--customer", customer.external_id, "--json")
+    kinds = [e["kind"] for e in json.loads(trail.stdout)]
+    assert kinds.count("delivered") == 2 and "consent_changed" in kinds
+    assert ("suppressed", "no_opt_in") in [
+        (e["kind"], e["reason"]) for e in json.loads(trail.stdout)
+    ]
+
+
+async def test_bad_input_is_refused_with_field_and_value(stack: Stack) -> None:
+    bad_channel = await run_cli(
+        stack.settings, "send", "--customer", "x", "--template", "t", "--channel", "sms,fax"
+    )
+    assert bad_channel.code == 2
+    assert "--channel" in bad_channel.stderr and "'fax'" in bad_channel.stderr
+    bad_context = await run_cli(
+        stack.settings, "send", "--customer", "x", "--template", "t", "--context", "[1]"
+    )
+    assert bad_context.code == 2 and "--context" in bad_context.stderr
+    missing = await run_cli(stack.settings, "customers", "import", "/no/such/file.csv")
+    assert missing.code == 2 and "/no/such/file.csv" in missing.stderr
+    unreachable = stack.settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
+    down = await run_cli(unreachable, "send", "--customer", "x", "--template", "t")
+    assert down.code == 1 and "cannot reach Temporal at 127.0.0.1:1" in down.stderr
