@@ -5,7 +5,6 @@ and Clarion's store on SQLite (always) and PostgreSQL (when CLARION_TEST_POSTGRE
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
 from clarion.templates import load_template_dir
 from clarion.temporal import DATA_CONVERTER
+from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.smtp_server import SmtpServer
@@ -57,8 +57,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal")
-        or str(Path(sys.executable).parent / "temporal"),
+        dev_server_existing_path=temporal_binary(),
         data_converter=DATA_CONVERTER,
         dev_server_log_level="error",
     )
