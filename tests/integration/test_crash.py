@@ -72,6 +72,10 @@ async def test_worker_killed_before_provider_accepted_then_new_worker_delivers_o
     assert len(smtp_server.with_id(handle.message_id)) == 1
     row = await _row(store, f"{handle.message_id}:email")
     assert row is not None and row.status == DeliveryStatus.SENT and row.tries == 2
+    # Structured logs carry the message id and never the customer's address.
+    logs = log.read_text()
+    assert f'"message_id": "{handle.message_id}"' in logs
+    assert customer.email and customer.email not in logs
 
 
 async def test_worker_killed_after_acceptance_recorded_never_sends_again(

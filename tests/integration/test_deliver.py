@@ -257,3 +257,16 @@ async def test_twilio_429_and_503_are_retried_then_delivered_once(stack: Stack) 
     async with stack.store.session() as session:
         row = await session.get(Delivery, f"{handle.message_id}:sms")
     assert row is not None and row.tries == 3
+
+
+async def test_email_connections_are_reused(stack: Stack) -> None:
+    customer = await add_customer(stack.store)
+    ids = []
+    for n in range(3):
+        handle = await stack.clarion.send_message(
+            customer_id=customer.external_id, template="test-notice", context={"ref": f"P{n}"}
+        )
+        assert (await handle.result()).status is OutcomeStatus.DELIVERED
+        ids.append(handle.message_id)
+    peers = {stack.smtp.with_id(i)[0].peer for i in ids}
+    assert len(peers) == 1, peers

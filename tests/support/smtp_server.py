@@ -27,6 +27,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: Message
+    peer: tuple[str, int] = ("", 0)  # the client's address: one per SMTP connection
 
     @property
     def clarion_id(self) -> str:
@@ -55,7 +56,9 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content)
         with self.server.lock:
-            self.server.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
+            self.server.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), msg, tuple(session.peer))
+            )
         return "250 2.0.0 OK queued"
 
 
