@@ -121,7 +121,7 @@ class DeliveryActivities:
         """Resolve customer and template version, decide consent and check rendering per channel."""
         req = data.request
         mid = data.message_id
-        common = {
+        common: dict[str, Any] = {
             "customer_external_id": req.customer_id,
             "message_id": mid,
             "workflow_id": data.workflow_id,
@@ -214,7 +214,7 @@ class DeliveryActivities:
         """Send one message on one channel, at most once per accepted provider receipt."""
         mid, channel = data.message_id, data.channel
         attempt = repo.attempt_id(mid, channel)
-        common = {
+        common: dict[str, Any] = {
             "customer_external_id": data.customer_id,
             "message_id": mid,
             "workflow_id": data.workflow_id,

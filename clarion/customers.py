@@ -154,7 +154,7 @@ def parse_csv(text: str, *, default_region: str | None = None) -> ParsedImport:
         if None in record:
             result.errors.append(
                 RowError(row, "row", record[None], "more values than header columns")
-            )  # type: ignore[index]
+            )
             continue
         core = {k: record.get(k) for k in CORE_COLUMNS}
         attributes = {

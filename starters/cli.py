@@ -61,14 +61,18 @@ class Fail(Exception):
         self.code = code
 
 
+def _setting_problem(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    loc = "_".join(str(p) for p in error["loc"]).upper()
+    name = f"CLARION_{loc}"
+    return message if not loc or message.startswith(name) else f"{name}: {message}"
+
+
 def settings() -> Settings:
     try:
         s = get_settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"CLARION_{'_'.join(str(p) for p in e['loc']).upper() or '?'}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_setting_problem(e) for e in exc.errors())
         raise Fail(f"invalid configuration: {problems}", 2) from exc
     configure_logging(s.log_level, s.log_format)
     return s

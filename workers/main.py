@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -30,7 +31,11 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     acts = DeliveryActivities(store, providers, settings)
-    activities: Sequence[object] = [acts.prepare_delivery, acts.send_message, acts.record_outcome]
+    activities: Sequence[Callable[..., Any]] = [
+        acts.prepare_delivery,
+        acts.send_message,
+        acts.record_outcome,
+    ]
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,

@@ -1,0 +1,3 @@
+"""Clarion: durable customer communications on Temporal."""
+
+__version__ = "0.1.0"
