@@ -450,6 +450,38 @@ def outcome_exit_code(outcome: DeliveryOutcome) -> int:
     ]
 
 
+async def wait_with_hints(handle: Any, s: Settings, every: float = 10.0) -> DeliveryOutcome:
+    """Wait for the outcome; every ``every`` seconds, say on stderr why it is taking long."""
+    result = asyncio.ensure_future(handle.result())
+    while True:
+        done, _ = await asyncio.wait({result}, timeout=every)
+        if done:
+            return result.result()
+        err.print(
+            f"message {handle.message_id}: {await waiting_reason(handle, s)}", highlight=False
+        )
+
+
+async def waiting_reason(handle: Any, s: Settings) -> str:
+    try:
+        description = await handle._handle.describe()
+    except Exception as exc:
+        return f"still waiting ({exc})"
+    pending = description.raw_description.pending_activities
+    for activity in pending:
+        if activity.attempt > 1 and activity.last_failure.message:
+            return (
+                f"{activity.activity_type.name} attempt {activity.attempt}, "
+                f"retrying after: {activity.last_failure.message}"
+            )
+    if not pending and description.raw_description.pending_workflow_task.ByteSize():
+        return (
+            f"still waiting: is a worker polling task queue {s.task_queue!r}? "
+            "(`clarion dev` or `clarion worker`). Ctrl-C stops waiting; the message goes on."
+        )
+    return "still in progress"
+
+
 @app.command()
 def send(
     customer: Annotated[str, typer.Option("--customer", help="Customer id")],
@@ -489,7 +521,7 @@ def send(
             else:
                 out.print(f"message {handle.message_id} started (workflow {handle.workflow_id})")
             return None
-        return await handle.result()
+        return await wait_with_hints(handle, s)
 
     outcome = run(main())
     if outcome is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from temporalio.testing import WorkflowEnvironment
+
 from clarion.store import repo
 from tests.conftest import Stack, add_customer, uid
 from tests.support.processes import run_cli
@@ -173,3 +175,41 @@ async def test_bad_input_is_refused_with_field_and_value(stack: Stack) -> None:
     unreachable = stack.settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
     down = await run_cli(unreachable, "send", "--customer", "x", "--template", "t")
     assert down.code == 1 and "cannot reach Temporal at 127.0.0.1:1" in down.stderr
+
+
+async def test_send_says_why_it_waits_when_no_worker_polls(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    import asyncio
+    import sys
+
+    from clarion.config import Settings
+    from tests.support.processes import clean_environ, settings_env
+
+    queue = uid("idle")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp_path,
+        task_queue=queue,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starters.cli",
+        "send",
+        "--customer",
+        "c1",
+        "--template",
+        "welcome",
+        env={**clean_environ(), **settings_env(settings)},
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert f"is a worker polling task queue '{queue}'" in line, line
