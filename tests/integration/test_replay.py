@@ -1,0 +1,80 @@
+"""Replay recorded DeliverMessage histories against today's workflow code.
+
+A change to workflows/ that would break running workflows fails here. The histories in
+tests/data/histories/ are re-recorded (after a deliberate, versioned change) with:
+
+    CLARION_RECORD_HISTORIES=1 .venv/bin/python -m pytest tests/integration/test_replay.py -k record
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from clarion.temporal import DATA_CONVERTER
+from tests.conftest import Stack, add_customer, unique_phone
+from workflows import ALL_WORKFLOWS
+
+HISTORIES = Path(__file__).resolve().parent.parent / "data" / "histories"
+RECORD = os.environ.get("CLARION_RECORD_HISTORIES") == "1"
+
+
+def _replayer() -> Replayer:
+    return Replayer(workflows=ALL_WORKFLOWS, data_converter=DATA_CONVERTER)
+
+
+def _load(path: Path) -> WorkflowHistory:
+    data = json.loads(path.read_text())
+    return WorkflowHistory.from_json(f"replay-{path.stem}", data)
+
+
+def test_histories_are_committed() -> None:
+    names = sorted(p.stem for p in HISTORIES.glob("*.json"))
+    assert names == ["deliver_email", "deliver_fallback", "deliver_suppressed"]
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    await _replayer().replay_workflow(_load(path))
+
+
+async def test_a_changed_workflow_is_caught() -> None:
+    """The replay test can fail: an activity renamed in history is a non-determinism."""
+    data = json.loads((HISTORIES / "deliver_fallback.json").read_text())
+    broken = copy.deepcopy(data)
+    for event in broken["events"]:
+        attrs = event.get("activityTaskScheduledEventAttributes")
+        if attrs and attrs["activityType"]["name"] == "send_message":
+            attrs["activityType"]["name"] = "send_message_v2"
+            break
+    with pytest.raises(NondeterminismError):
+        await _replayer().replay_workflow(WorkflowHistory.from_json("broken", broken))
+
+
+@pytest.mark.skipif(not RECORD, reason="set CLARION_RECORD_HISTORIES=1 to re-record")
+async def test_record_histories(stack: Stack) -> None:
+    phone = unique_phone()
+    stack.twilio.invalid_numbers.add(phone)
+    customer = await add_customer(stack.store, phone=phone)
+    scenarios = {
+        "deliver_email": dict(template="test-notice", context={"ref": "H1"}),
+        "deliver_fallback": dict(
+            template="test-notice", channels=["sms", "email"], context={"ref": "H2"}
+        ),
+        "deliver_suppressed": dict(template="spring-sale"),
+    }
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    for name, kwargs in scenarios.items():
+        handle = await stack.clarion.send_message(customer_id=customer.external_id, **kwargs)  # type: ignore[arg-type]
+        await handle.result()
+        history = await handle._handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(
+            json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        )
