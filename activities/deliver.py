@@ -209,6 +209,33 @@ class DeliveryActivities:
             )
         return OutgoingSms(message_id=data.message_id, to=address, body=rendered.body)
 
+    async def _record_failure(
+        self,
+        attempt: str,
+        common: dict[str, Any],
+        channel: Channel,
+        exc: Exception,
+        detail: dict[str, Any] | None = None,
+    ) -> ApplicationError:
+        """Mark the attempt failed and audit it (committed), and return the non-retryable
+        error that makes the workflow fall back to the next channel."""
+        async with self.store.transaction() as session:
+            row = await repo.get_delivery(session, attempt=attempt)
+            if row is not None:
+                await repo.set_delivery_status(
+                    session, delivery=row, status=DeliveryStatus.FAILED, error=str(exc)
+                )
+            await repo.append_audit(
+                session,
+                kind=AuditKind.FAILED,
+                **common,
+                channel=channel,
+                reason=str(exc),
+                detail=detail or {},
+                dedupe_key=f"{common['message_id']}:failed:{channel.value}",
+            )
+        return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
+
     @activity.defn(name="send_message")
     async def send_message(self, data: SendInput) -> SendResult:
         """Send one message on one channel, at most once per accepted provider receipt."""
@@ -286,6 +313,7 @@ class DeliveryActivities:
                     return SendResult(
                         status=DeliveryStatus.SUPPRESSED, channel=channel, reason=decision.reason
                     )
+                failure: RenderError | NotFound | PermanentChannelError | None = None
                 try:
                     _, definition = await repo.get_template_version(
                         session, name=data.template, version=data.template_version
@@ -295,49 +323,23 @@ class DeliveryActivities:
                     )
                     outgoing = self._outgoing(data, customer, rendered)
                 except (RenderError, NotFound, PermanentChannelError) as exc:
-                    await repo.set_delivery_status(
-                        session, delivery=delivery, status=DeliveryStatus.FAILED, error=str(exc)
-                    )
-                    await repo.append_audit(
-                        session,
-                        kind=AuditKind.FAILED,
-                        **common,
-                        channel=channel,
-                        reason=str(exc),
-                        dedupe_key=f"{mid}:failed:{channel.value}",
-                    )
-                    raise ApplicationError(
-                        str(exc), type=type(exc).__name__, non_retryable=True
-                    ) from exc
-                delivery.tries += 1
-                delivery.status = DeliveryStatus.SENDING.value
-                delivery.provider = provider.name
+                    failure = exc
+                else:
+                    delivery.tries += 1
+                    delivery.status = DeliveryStatus.SENDING.value
+                    delivery.provider = provider.name
+            if failure is not None:
+                raise await self._record_failure(attempt, common, channel, failure) from failure
 
             # 2. Hand it to the provider.
             try:
                 receipt = await _with_heartbeat(provider.send(outgoing))
             except PermanentChannelError as exc:
-                async with self.store.transaction() as session:
-                    row = await repo.get_delivery(session, attempt=attempt)
-                    assert row is not None
-                    await repo.set_delivery_status(
-                        session, delivery=row, status=DeliveryStatus.FAILED, error=str(exc)
-                    )
-                    await repo.append_audit(
-                        session,
-                        kind=AuditKind.FAILED,
-                        **common,
-                        channel=channel,
-                        reason=str(exc),
-                        detail={"provider": provider.name, "code": exc.code},
-                        dedupe_key=f"{mid}:failed:{channel.value}",
-                    )
                 log.warning(
                     "permanent send failure", provider=provider.name, error=str(exc), code=exc.code
                 )
-                raise ApplicationError(
-                    str(exc), type="PermanentChannelError", non_retryable=True
-                ) from exc
+                detail = {"provider": provider.name, "code": exc.code}
+                raise await self._record_failure(attempt, common, channel, exc, detail) from exc
             except RetryableChannelError as exc:
                 async with self.store.transaction() as session:
                     row = await repo.get_delivery(session, attempt=attempt)

@@ -25,7 +25,14 @@ from clarion.config import Settings, get_settings
 from clarion.customers import parse_csv, parse_jsonl
 from clarion.errors import ClarionError, TemplateError
 from clarion.logging import configure_logging
-from clarion.models import Channel, ConsentStatus, DeliveryOutcome, OutcomeStatus, Purpose
+from clarion.models import (
+    AuditKind,
+    Channel,
+    ConsentStatus,
+    DeliveryOutcome,
+    OutcomeStatus,
+    Purpose,
+)
 from clarion.store import Store, repo
 from clarion.templates import load_template_dir
 
@@ -289,8 +296,6 @@ def _consent(
                 status=status,
                 source=source,
             )
-            from clarion.models import AuditKind
-
             await repo.append_audit(
                 session,
                 kind=AuditKind.CONSENT_CHANGED,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
+from clarion.config import Settings
+from clarion.customers import CustomerRecord
 from clarion.models import AuditKind, DeliveryStatus, OutcomeStatus
 from clarion.store import Store
 from clarion.store.tables import AuditEvent, Delivery
@@ -29,20 +33,39 @@ async def _stop_gracefully(proc: asyncio.subprocess.Process) -> int:
     return await asyncio.wait_for(proc.wait(), 30)
 
 
-async def test_worker_killed_before_provider_accepted_then_new_worker_delivers_once(
+@dataclass
+class Drill:
+    settings: Settings
+    clarion: ClarionClient
+    customer: CustomerRecord
+    log: Path
+
+
+@pytest.fixture
+async def drill(
     temporal_env: WorkflowEnvironment,
     store: Store,
     smtp_server: SmtpServer,
     fake_twilio: FakeTwilio,
     tmp_path: Path,
-) -> None:
+) -> Drill:
+    """Settings for worker processes on a fresh task queue, a customer, a client."""
     settings = make_settings(tmp_path, store, smtp_server, fake_twilio, task_queue=uid("tq"))
     settings = settings.model_copy(
         update={"temporal_address": temporal_env.client.service_client.config.target_host}
     )
-    customer = await add_customer(store)
-    clarion = ClarionClient(temporal_env.client, settings)
-    log = tmp_path / "workers.log"
+    return Drill(
+        settings=settings,
+        clarion=ClarionClient(temporal_env.client, settings),
+        customer=await add_customer(store),
+        log=tmp_path / "workers.log",
+    )
+
+
+async def test_worker_killed_before_provider_accepted_then_new_worker_delivers_once(
+    drill: Drill, store: Store, smtp_server: SmtpServer
+) -> None:
+    settings, clarion, customer, log = drill.settings, drill.clarion, drill.customer, drill.log
 
     smtp_server.stalled.clear()
     smtp_server.release.clear()
@@ -79,19 +102,9 @@ async def test_worker_killed_before_provider_accepted_then_new_worker_delivers_o
 
 
 async def test_worker_killed_after_acceptance_recorded_never_sends_again(
-    temporal_env: WorkflowEnvironment,
-    store: Store,
-    smtp_server: SmtpServer,
-    fake_twilio: FakeTwilio,
-    tmp_path: Path,
+    drill: Drill, store: Store, smtp_server: SmtpServer
 ) -> None:
-    settings = make_settings(tmp_path, store, smtp_server, fake_twilio, task_queue=uid("tq"))
-    settings = settings.model_copy(
-        update={"temporal_address": temporal_env.client.service_client.config.target_host}
-    )
-    customer = await add_customer(store)
-    clarion = ClarionClient(temporal_env.client, settings)
-    log = tmp_path / "workers.log"
+    settings, clarion, customer, log = drill.settings, drill.clarion, drill.customer, drill.log
 
     hanging = settings.model_copy(update={"failpoints": "after_send_recorded=hang"})
     first = await spawn_cli(hanging, "worker", log=log)
