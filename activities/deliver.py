@@ -37,7 +37,7 @@ from clarion.models import (
     SendInput,
     SendResult,
 )
-from clarion.policy import decide_consent
+from clarion.policy import ConsentDecision, decide_consent
 from clarion.store import Store, repo
 from clarion.store.tables import Customer, Delivery
 from clarion.templates import RenderedEmail, RenderedSms, TemplateDefinition, render, resolve_locale
@@ -111,7 +111,7 @@ class DeliveryActivities:
 
     async def _consent(
         self, session: AsyncSession, customer: Customer, channel: Channel, purpose: Purpose
-    ) -> Any:
+    ) -> ConsentDecision:
         facts = await repo.consent_facts(session, customer=customer)
         contact = repo.contact_of(customer, CONTACT_KIND[channel])
         return decide_consent(facts, channel, purpose, has_contact_point=contact is not None)
