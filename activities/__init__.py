@@ -1,5 +1,6 @@
 """Every side effect of Clarion's workflows: store reads and writes, channel sends, audit."""
 
 from activities.deliver import DeliveryActivities
+from activities.journeys import JourneyActivities
 
-__all__ = ["DeliveryActivities"]
+__all__ = ["DeliveryActivities", "JourneyActivities"]

@@ -22,3 +22,32 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         data_converter=DATA_CONVERTER,
     )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register Clarion's search attributes in the namespace if missing; returns those added."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    from clarion.journeys.models import SEARCH_ATTRIBUTES
+
+    kinds = {
+        "keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    }
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: kinds[kind]
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in listed.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)

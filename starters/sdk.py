@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from clarion.config import Settings, get_settings
+from clarion.errors import ClarionError
+from clarion.journeys.models import (
+    JourneyEvent,
+    JourneyInput,
+    JourneyResult,
+    JourneyStatus,
+    journey_workflow_id,
+)
 from clarion.models import Channel, DeliverMessageInput, DeliveryOutcome, Purpose
+from clarion.store import Store
+from clarion.store import journeys as journey_repo
 from clarion.temporal import connect, workflow_id_for_message
 from workflows.deliver import DeliverMessageWorkflow
+from workflows.journey import JourneyWorkflow
 
 
 class MessageHandle:
@@ -38,10 +52,33 @@ class MessageHandle:
         return await self._handle.query(DeliverMessageWorkflow.stage)
 
 
+@dataclass(frozen=True)
+class EventDelivery:
+    """Where an event went: running journeys signalled, journeys it started, and why not."""
+
+    event_id: str
+    delivered: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class JourneyRefused(ClarionError):
+    """A journey that may not start for this customer now (re-entry rule, already in it)."""
+
+
 class ClarionClient:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, *, store: Store | None = None) -> None:
         self.temporal = client
         self.settings = settings
+        self._store = store
+        self._own_store = store is None
+
+    @property
+    def store(self) -> Store:
+        """Clarion's store (journey definitions and runs), opened on first use."""
+        if self._store is None:
+            self._store = Store(self.settings.database_url)
+        return self._store
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> ClarionClient:
@@ -60,7 +97,9 @@ class ClarionClient:
         await self.close()
 
     async def close(self) -> None:
-        """Nothing to release today; kept so callers can close symmetrically."""
+        if self._store is not None and self._own_store:
+            await self._store.close()
+            self._store = None
 
     async def send_message(
         self,
@@ -103,3 +142,96 @@ class ClarionClient:
             DeliverMessageWorkflow.run, workflow_id_for_message(message_id)
         )
         return MessageHandle(handle, message_id)
+
+    # ---------------------------------------------------------------- journeys
+
+    async def start_journey(
+        self,
+        journey: str,
+        customer_id: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        version: int | None = None,
+    ) -> WorkflowHandle[Any, JourneyResult]:
+        """Start ``journey`` for a customer (at most one run at a time; re-entry rules apply)."""
+        async with self.store.session() as session:
+            _, definition = await journey_repo.get_journey_version(
+                session, name=journey, version=version
+            )
+            refusal = await journey_repo.reentry_refusal(
+                session, definition=definition, customer_external_id=customer_id, now=_now()
+            )
+        if refusal:
+            raise JourneyRefused(f"{customer_id} cannot enter {journey}: {refusal}")
+        try:
+            return await self.temporal.start_workflow(
+                JourneyWorkflow.run,
+                JourneyInput(
+                    journey=journey,
+                    customer_id=customer_id,
+                    version=version,
+                    context=dict(context or {}),
+                ),
+                id=journey_workflow_id(journey, customer_id),
+                task_queue=self.settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError as exc:
+            raise JourneyRefused(f"{customer_id} is already in {journey}") from exc
+
+    def journey_handle(self, journey: str, customer_id: str) -> WorkflowHandle[Any, JourneyResult]:
+        return self.temporal.get_workflow_handle_for(
+            JourneyWorkflow.run, journey_workflow_id(journey, customer_id)
+        )
+
+    async def journey_status(self, journey: str, customer_id: str) -> JourneyStatus:
+        return await self.journey_handle(journey, customer_id).query(JourneyWorkflow.status)
+
+    async def send_event(
+        self,
+        customer_id: str,
+        event: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> EventDelivery:
+        """Deliver an event to every running journey of the customer, and start the journeys
+        that it triggers. The same ``event_id`` twice is one event to a journey."""
+        payload = JourneyEvent(
+            event_id=event_id or str(uuid.uuid4()), name=event, data=dict(data or {}), at=_now()
+        )
+        result = EventDelivery(event_id=payload.event_id)
+        async with self.store.session() as session:
+            definitions = [d for _, d in await journey_repo.latest_definitions(session)]
+        for definition in definitions:
+            handle = self.journey_handle(definition.name, customer_id)
+            try:
+                await handle.signal(JourneyWorkflow.event, payload)
+                result.delivered.append(definition.name)
+                continue
+            except RPCError as exc:
+                if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    raise
+            if event not in definition.entry.events:
+                continue
+            async with self.store.session() as session:
+                refusal = await journey_repo.reentry_refusal(
+                    session, definition=definition, customer_external_id=customer_id, now=_now()
+                )
+            if refusal:
+                result.skipped[definition.name] = refusal
+                continue
+            await self.temporal.start_workflow(
+                JourneyWorkflow.run,
+                JourneyInput(journey=definition.name, customer_id=customer_id, trigger=payload),
+                id=journey_workflow_id(definition.name, customer_id),
+                task_queue=self.settings.task_queue,
+                start_signal="event",
+                start_signal_args=[payload],
+            )
+            result.started.append(definition.name)
+        return result
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -19,10 +19,12 @@ from temporalio.testing import WorkflowEnvironment
 from clarion.channels import build_providers
 from clarion.config import Settings
 from clarion.customers import CustomerRecord
+from clarion.journeys import load_journey_dir
 from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
+from clarion.store import journeys as journey_repo
 from clarion.templates import load_template_dir
-from clarion.temporal import DATA_CONVERTER
+from clarion.temporal import DATA_CONVERTER, ensure_search_attributes
 from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
 from tests.support.fake_twilio import FakeTwilio
@@ -61,6 +63,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=DATA_CONVERTER,
         dev_server_log_level="error",
     )
+    await ensure_search_attributes(env.client, "default")
     try:
         yield env
     finally:
@@ -109,6 +112,8 @@ async def store(
             await repo.publish_template(session, definition=definition)
         for definition in load_template_dir(ROOT / "tests" / "data" / "templates"):
             await repo.publish_template(session, definition=definition)
+        for journey in load_journey_dir(ROOT / "tests" / "data" / "journeys"):
+            await journey_repo.publish_journey(session, definition=journey)
     try:
         yield s
     finally:
@@ -213,7 +218,7 @@ async def stack(
             settings=settings,
             store=store,
             client=temporal_env.client,
-            clarion=ClarionClient(temporal_env.client, settings),
+            clarion=ClarionClient(temporal_env.client, settings, store=store),
             smtp=smtp_server,
             twilio=fake_twilio,
         )

@@ -10,13 +10,13 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import DeliveryActivities
+from activities import DeliveryActivities, JourneyActivities
 from clarion.channels import Provider, build_providers
 from clarion.config import Settings
 from clarion.logging import get_logger
 from clarion.models import Channel
 from clarion.store import Store
-from clarion.temporal import connect
+from clarion.temporal import connect, ensure_search_attributes
 from workflows import ALL_WORKFLOWS
 
 log = get_logger(__name__)
@@ -31,10 +31,15 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     acts = DeliveryActivities(store, providers, settings)
+    journeys = JourneyActivities(store)
     activities: Sequence[Callable[..., Any]] = [
         acts.prepare_delivery,
         acts.send_message,
         acts.record_outcome,
+        journeys.load_journey,
+        journeys.record_steps,
+        journeys.evaluate_branch,
+        journeys.finish_journey,
     ]
     return Worker(
         client,
@@ -56,6 +61,9 @@ async def run_worker(
         if settings.auto_migrate:
             await store.migrate()
         client = client or await connect(settings)
+        added = await ensure_search_attributes(client, settings.temporal_namespace)
+        if added:
+            log.info("search attributes registered", names=added)
         worker = build_worker(client, settings, store, providers)
         log.info(
             "worker started",

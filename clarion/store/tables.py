@@ -172,3 +172,70 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Set for events that must appear once per message even when an activity is retried.
     dedupe_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+
+
+class Journey(Base):
+    __tablename__ = "journeys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    versions: Mapped[list[JourneyVersion]] = relationship(
+        back_populates="journey", order_by="JourneyVersion.version", lazy="selectin"
+    )
+
+
+class JourneyVersion(Base):
+    """An immutable published version of a journey definition."""
+
+    __tablename__ = "journey_versions"
+    __table_args__ = (UniqueConstraint("journey_id", "version", name="uq_journey_versions"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    content_hash: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    journey: Mapped[Journey] = relationship(back_populates="versions")
+
+
+class JourneyRun(Base):
+    """One customer's pass through one journey (all its continued runs together)."""
+
+    __tablename__ = "journey_runs"
+    __table_args__ = (Index("ix_journey_runs_customer", "customer_external_id", "journey"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    customer_external_id: Mapped[str] = mapped_column(String(200))
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    temporal_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    current_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JourneyStepRecord(Base):
+    """A step a journey run entered, with when it left and how."""
+
+    __tablename__ = "journey_steps"
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq", name="uq_journey_steps_seq"),
+        Index("ix_journey_steps_step", "run_id", "step"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("journey_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    entered_at: Mapped[datetime] = mapped_column()
+    left_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    variant: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -1,0 +1,177 @@
+"""Journeys end to end on the real dev server: every step type, events, exits, versions."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from clarion.journeys.models import JourneyRunStatus
+from clarion.models import Channel
+from clarion.store import journeys as journey_repo
+from starters.sdk import JourneyRefused
+from tests.conftest import Stack, add_customer, unique_phone
+from tests.support.processes import wait_until
+
+
+async def emails_with_ref(stack: Stack, address: str, ref: str) -> int:
+    return sum(1 for m in stack.smtp.to(address) if f"Notice {ref} " in str(m.message["Subject"]))
+
+
+async def test_send_wait_send_then_exit(stack: Stack) -> None:
+    phone = unique_phone()
+    customer = await add_customer(stack.store, phone=phone, name="Jo Journey")
+    assert customer.email
+    handle = await stack.clarion.start_journey("t-linear", customer.external_id)
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.status is JourneyRunStatus.COMPLETED and result.reason == "completed"
+    assert await emails_with_ref(stack, customer.email, "J1") == 1
+    assert [m["body"] for m in stack.twilio.to(phone)] == ["Notice J2 for Jo"]
+    async with stack.store.session() as session:
+        [run] = await journey_repo.runs_for_customer(
+            session, customer_external_id=customer.external_id
+        )
+        steps = await journey_repo.steps_of_run(session, run_id=run.id)
+    assert run.status == "completed" and run.ended_at is not None and run.version == 1
+    assert [(s.step, s.kind) for s in steps] == [
+        ("hello", "send"),
+        ("pause", "wait"),
+        ("again", "send"),
+        ("done", "exit"),
+    ]
+    pause = steps[1]
+    assert pause.left_at is not None and pause.left_at - pause.entered_at >= timedelta(seconds=2)
+    assert steps[0].outcome.startswith("delivered")
+
+
+async def test_wait_for_event_then_branch_on_attributes_and_event(stack: Stack) -> None:
+    customer = await add_customer(stack.store)  # attributes: plan=pro
+    assert customer.email
+    handle = await stack.clarion.start_journey("t-activation", customer.external_id)
+    await wait_until(
+        lambda: _status_step(stack, customer.external_id, "t-activation", "wait-activation"),
+        what="waiting",
+    )
+    delivery = await stack.clarion.send_event(customer.external_id, "activated", {"amount": 150})
+    assert delivery.delivered == ["t-activation"]
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.status is JourneyRunStatus.COMPLETED
+    assert await emails_with_ref(stack, customer.email, "BIG") == 1
+    status = await stack.clarion.journey_status("t-activation", customer.external_id)
+    assert [h.outcome for h in status.history][:2] == [
+        "event activated",
+        "case 0: plan == 'pro' and event.amount > 100",
+    ]
+
+
+async def test_wait_for_timeout_path(stack: Stack) -> None:
+    customer = await add_customer(stack.store)
+    assert customer.email
+    handle = await stack.clarion.start_journey("t-activation", customer.external_id)
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.status is JourneyRunStatus.COMPLETED
+    assert await emails_with_ref(stack, customer.email, "NUDGE") == 1
+
+
+async def test_entry_event_starts_the_journey_and_goal_converts(stack: Stack) -> None:
+    customer = await add_customer(stack.store)
+    started = await stack.clarion.send_event(customer.external_id, "signed_up", {"source": "web"})
+    assert started.started == ["t-activation"] and started.delivered == []
+    converted = await stack.clarion.send_event(customer.external_id, "purchased")
+    assert converted.delivered == ["t-activation"]
+    result = await asyncio.wait_for(
+        stack.clarion.journey_handle("t-activation", customer.external_id).result(), 30
+    )
+    assert result.status is JourneyRunStatus.CONVERTED and result.reason == "goal event purchased"
+
+
+async def test_exit_on_while_waiting_and_reentry_never(stack: Stack) -> None:
+    customer = await add_customer(stack.store)
+    first = await stack.clarion.send_event(customer.external_id, "joined")
+    assert first.started == ["t-long"]
+    await wait_until(
+        lambda: _status_step(stack, customer.external_id, "t-long", "nap"), what="napping"
+    )
+    status = await stack.clarion.journey_status("t-long", customer.external_id)
+    assert status.waiting_until is not None and status.current_kind == "wait"
+    await stack.clarion.send_event(customer.external_id, "stop")
+    result = await asyncio.wait_for(
+        stack.clarion.journey_handle("t-long", customer.external_id).result(), 30
+    )
+    assert result.status is JourneyRunStatus.EXITED and result.reason == "exit_on event stop"
+    again = await stack.clarion.send_event(customer.external_id, "joined")
+    assert again.started == [] and again.skipped == {"t-long": "re-entry: never"}
+    with pytest.raises(JourneyRefused, match="re-entry: never"):
+        await stack.clarion.start_journey("t-long", customer.external_id)
+
+
+async def test_split_is_deterministic_per_customer_and_recorded(stack: Stack) -> None:
+    seen: dict[str, str] = {}
+    for _ in range(6):
+        customer = await add_customer(stack.store)
+        handle = await stack.clarion.start_journey("t-split", customer.external_id)
+        result = await asyncio.wait_for(handle.result(), 30)
+        seen[customer.external_id] = result.reason
+        status = await stack.clarion.journey_status("t-split", customer.external_id)
+        assert result.reason == f"got {status.variants['ab']}"
+    from clarion.journeys.definition import SplitVariant
+    from clarion.journeys.split import assign_variant
+
+    variants = [
+        SplitVariant(variant="A", weight=50, next="a"),
+        SplitVariant(variant="B", weight=50, next="b"),
+    ]
+    for customer_id, reason in seen.items():
+        expected = assign_variant(variants, journey="t-split", step="ab", customer_id=customer_id)
+        assert reason == f"got {expected.variant}"
+
+
+async def test_approval_approved_rejected_and_timeout(stack: Stack) -> None:
+    approved, rejected, ignored = [await add_customer(stack.store) for _ in range(3)]
+    handles = {
+        c.external_id: await stack.clarion.start_journey("t-approval", c.external_id)
+        for c in (approved, rejected, ignored)
+    }
+    for c in (approved, rejected):
+        await wait_until(
+            lambda c=c: _status_step(stack, c.external_id, "t-approval", "ask"), what="approval"
+        )
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from clarion.journeys.models import ApprovalDecision
+    from workflows.journey import JourneyWorkflow
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handles[rejected.external_id].execute_update(
+            JourneyWorkflow.decide, ApprovalDecision(approved=False, operator="ops")
+        )
+    assert "a rejection needs a reason" in str(refused.value.cause)
+    await handles[rejected.external_id].execute_update(
+        JourneyWorkflow.decide,
+        ApprovalDecision(approved=False, operator="ops", reason="wrong price"),
+    )
+    assert (
+        await handles[approved.external_id].execute_update(
+            JourneyWorkflow.decide, ApprovalDecision(approved=True, operator="ops")
+        )
+        == "approved"
+    )
+    results = {k: await asyncio.wait_for(h.result(), 30) for k, h in handles.items()}
+    assert results[rejected.external_id].reason == "rejected"
+    assert results[ignored.external_id].reason == "nobody decided"
+    assert results[approved.external_id].status is JourneyRunStatus.COMPLETED
+    assert approved.email and await emails_with_ref(stack, approved.email, "APPROVED") == 1
+
+
+async def _status_step(stack: Stack, customer_id: str, journey: str, step: str) -> bool:
+    try:
+        status = await stack.clarion.journey_status(journey, customer_id)
+    except Exception:
+        return False
+    return (status.current_step == step and status.waiting_for is not None) or (
+        status.current_step == step and status.waiting_until is not None
+    )
+
+
+_ = Channel
