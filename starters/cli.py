@@ -49,10 +49,16 @@ customers_app = typer.Typer(help="Import and inspect customers.", no_args_is_hel
 templates_app = typer.Typer(help="Publish and list message templates.", no_args_is_help=True)
 consent_app = typer.Typer(help="Record consent in the ledger.", no_args_is_help=True)
 db_app = typer.Typer(help="Clarion's store.", no_args_is_help=True)
+journeys_app = typer.Typer(
+    help="Publish, start and follow customer journeys.", no_args_is_help=True
+)
+events_app = typer.Typer(help="Feed customer events to journeys.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
 app.add_typer(templates_app, name="templates")
 app.add_typer(consent_app, name="consent")
 app.add_typer(db_app, name="db")
+app.add_typer(journeys_app, name="journeys")
+app.add_typer(events_app, name="events")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -421,7 +427,16 @@ def parse_channels(value: str) -> list[Channel]:
 
 
 def parse_context(value: str) -> dict[str, Any]:
-    hint = "'--context'"
+    return parse_json_object(value, "--context")
+
+
+def _check_data(value: str) -> str:
+    parse_json_object(value, "--data")
+    return value
+
+
+def parse_json_object(value: str, option: str) -> dict[str, Any]:
+    hint = f"'{option}'"
     try:
         data = json.loads(value)
     except json.JSONDecodeError as exc:
@@ -596,6 +611,244 @@ def audit(
             r["at"][:19], r["kind"], r["message_id"] or "", r["channel"] or "", r["reason"]
         )
     out.print(table)
+
+
+# ------------------------------------------------------------------ journeys
+
+
+@journeys_app.command("publish")
+def journeys_publish(
+    directory: Annotated[Path, typer.Argument(help="Folder of journey files (*.yaml)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate and publish every journey in DIR; changed ones get a new immutable version."""
+    from clarion.journeys import JourneyError, load_journey_dir
+    from clarion.store import journeys as journey_repo
+
+    s = settings()
+    try:
+        definitions = load_journey_dir(directory)
+    except JourneyError as exc:
+        raise Fail(str(exc)) from exc
+    files = {d.name: directory / f"{d.name}.yaml" for d in definitions}
+
+    async def main(store: Store) -> list[repo.PublishResult]:
+        async with store.transaction() as session:
+            problems = [
+                f"{files[d.name]}: {p}"
+                for d in definitions
+                for p in await journey_repo.template_problems(session, definition=d)
+            ]
+            if problems:
+                raise Fail("; ".join(problems))
+            return [await journey_repo.publish_journey(session, definition=d) for d in definitions]
+
+    results = run(with_store(s, main))
+    if as_json:
+        print_json([{"name": r.name, "version": r.version, "changed": r.changed} for r in results])
+        return
+    for r in results:
+        out.print(f"{r.name}: v{r.version} {'published' if r.changed else 'unchanged'}")
+
+
+@journeys_app.command("list")
+def journeys_list(as_json: JsonOpt = False) -> None:
+    """Published journeys with their latest version, entry events and steps."""
+    from clarion.store import journeys as journey_repo
+
+    s = settings()
+
+    async def main(store: Store) -> list[dict[str, Any]]:
+        async with store.session() as session:
+            rows = []
+            for j in await journey_repo.list_journeys(session):
+                latest = j.versions[-1]
+                d = journey_repo.definition_of(latest)
+                rows.append(
+                    {
+                        "name": j.name,
+                        "version": latest.version,
+                        "versions": len(j.versions),
+                        "entry_events": d.entry.events,
+                        "exit_on": d.exit_on,
+                        "goal": d.goal,
+                        "steps": len(d.steps),
+                        "published_at": latest.published_at.isoformat(),
+                    }
+                )
+            return rows
+
+    rows = run(with_store(s, main))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "version", "entry events", "exit on", "goal", "steps")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            f"v{r['version']}",
+            ",".join(r["entry_events"]),
+            ",".join(r["exit_on"]),
+            r["goal"] or "",
+            str(r["steps"]),
+        )
+    out.print(table)
+
+
+@journeys_app.command("schema")
+def journeys_schema() -> None:
+    """Print the JSON Schema of journey files (for editors)."""
+    from clarion.journeys import json_schema
+
+    sys.stdout.write(json_schema())
+
+
+@journeys_app.command("start")
+def journeys_start(
+    journey: Annotated[str, typer.Argument(help="Journey name")],
+    customer: Annotated[str, typer.Argument(help="Customer id")],
+    context: Annotated[
+        str,
+        typer.Option(
+            "--context", help="Variables for the journey's messages", callback=_check_context
+        ),
+    ] = "{}",
+    version: Annotated[int | None, typer.Option("--version", min=1, help="Default: latest")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a journey for one customer."""
+    from starters.sdk import ClarionClient, JourneyRefused
+
+    s = settings()
+
+    async def main() -> str:
+        clarion = ClarionClient(await temporal_client(s), s)
+        try:
+            handle = await clarion.start_journey(
+                journey, customer, context=parse_context(context), version=version
+            )
+        except JourneyRefused as exc:
+            raise Fail(str(exc)) from exc
+        finally:
+            await clarion.close()
+        return handle.id
+
+    workflow_id = run(main())
+    if as_json:
+        print_json({"workflow_id": workflow_id})
+    else:
+        out.print(f"started {workflow_id}")
+
+
+@journeys_app.command("status")
+def journeys_status(
+    customer: Annotated[str, typer.Argument(help="Customer id")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Where a customer stands in each journey: current step, history, pending timer."""
+    from clarion.store import journeys as journey_repo
+    from starters.sdk import ClarionClient
+
+    s = settings()
+
+    async def main() -> list[dict[str, Any]]:
+        clarion = ClarionClient(await temporal_client(s), s)
+        try:
+            async with clarion.store.session() as session:
+                runs = await journey_repo.runs_for_customer(session, customer_external_id=customer)
+                report = []
+                for r in runs:
+                    steps = await journey_repo.steps_of_run(session, run_id=r.id)
+                    entry: dict[str, Any] = {
+                        "journey": r.journey,
+                        "version": r.version,
+                        "workflow_id": r.workflow_id,
+                        "status": r.status,
+                        "reason": r.reason,
+                        "started_at": r.started_at.isoformat(),
+                        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+                        "current_step": r.current_step,
+                        "steps": [
+                            {
+                                "step": st.step,
+                                "kind": st.kind,
+                                "entered_at": st.entered_at.isoformat(),
+                                "left_at": st.left_at.isoformat() if st.left_at else None,
+                                "outcome": st.outcome,
+                                "variant": st.variant,
+                            }
+                            for st in steps
+                        ],
+                    }
+                    if r.ended_at is None:
+                        live = await clarion.journey_status(r.journey, customer)
+                        entry["current_step"] = live.current_step
+                        entry["waiting_until"] = (
+                            live.waiting_until.isoformat() if live.waiting_until else None
+                        )
+                        entry["waiting_for"] = live.waiting_for
+                        entry["variants"] = live.variants
+                        entry["inbox"] = live.inbox
+                    report.append(entry)
+                return report
+        finally:
+            await clarion.close()
+
+    report = run(main())
+    if as_json:
+        print_json(report)
+        return
+    if not report:
+        out.print(f"{customer} has not been in any journey")
+    for r in report:
+        state = r["status"] if r["ended_at"] else f"at {r['current_step']}"
+        out.print(
+            f"[bold]{r['journey']}[/bold] v{r['version']}: {state} {r['reason']}".rstrip(),
+            highlight=False,
+        )
+        if r.get("waiting_until"):
+            what = f" for {r['waiting_for']}" if r.get("waiting_for") else ""
+            out.print(f"  waiting{what} until {r['waiting_until']}", highlight=False)
+        for st in r["steps"]:
+            out.print(
+                f"  {st['entered_at'][:19]}  {st['step']:<20} {st['kind']:<9} {st['outcome']}",
+                highlight=False,
+            )
+
+
+@events_app.command("send")
+def events_send(
+    customer: Annotated[str, typer.Argument(help="Customer id")],
+    event: Annotated[str, typer.Argument(help="Event name, e.g. activated")],
+    data: Annotated[
+        str, typer.Option("--data", help="Event data as a JSON object", callback=_check_data)
+    ] = "{}",
+    event_id: Annotated[str | None, typer.Option("--event-id", help="Idempotency key")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliver an event to the customer's running journeys; start the journeys it triggers."""
+    from starters.sdk import ClarionClient
+
+    s = settings()
+
+    async def main() -> Any:
+        clarion = ClarionClient(await temporal_client(s), s)
+        try:
+            return await clarion.send_event(
+                customer, event, parse_json_object(data, "--data"), event_id=event_id
+            )
+        finally:
+            await clarion.close()
+
+    result = run(main())
+    if as_json:
+        print_json(result.__dict__)
+        return
+    out.print(f"event {event} ({result.event_id}) for {customer}", highlight=False)
+    out.print(f"  delivered to: {', '.join(result.delivered) or '-'}")
+    out.print(f"  started:      {', '.join(result.started) or '-'}")
+    for name, why in result.skipped.items():
+        out.print(f"  not started:  {name} ({why})", highlight=False)
 
 
 # ------------------------------------------------------------------ entry point

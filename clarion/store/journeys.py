@@ -192,3 +192,15 @@ async def reentry_refusal(
         if now < last + timedelta(days=rule.days):
             return f"re-entry: after {rule.days} days (last run ended {last.isoformat()})"
     return None
+
+
+async def template_problems(session: AsyncSession, *, definition: JourneyDefinition) -> list[str]:
+    """Send steps naming a template that is not published."""
+    from clarion.store.tables import Template
+
+    known = set((await session.execute(select(Template.name))).scalars().all())
+    return [
+        f"steps.{sid}.send.template: unknown template {step.send.template!r}"
+        for sid, step in definition.steps.items()
+        if step.send is not None and step.send.template not in known
+    ]

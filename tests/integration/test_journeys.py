@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +177,106 @@ async def _status_step(stack: Stack, customer_id: str, journey: str, step: str) 
 
 
 _ = Channel
+
+
+async def test_event_during_a_send_is_handled_after_the_send(stack: Stack) -> None:
+    customer = await add_customer(stack.store)
+    stack.smtp.stalled.clear()
+    stack.smtp.release.clear()
+    stack.smtp.stall_rcpt.set()
+    try:
+        handle = await stack.clarion.start_journey("t-send-wait", customer.external_id)
+        await wait_until(stack.smtp.stalled.is_set, within=30, what="the send to reach SMTP")
+        status = await stack.clarion.journey_status("t-send-wait", customer.external_id)
+        assert status.current_step == "hello"
+        delivery = await stack.clarion.send_event(customer.external_id, "clicked")
+        assert delivery.delivered == ["t-send-wait"]
+    finally:
+        stack.smtp.stall_rcpt.clear()
+        stack.smtp.release.set()
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.reason == "clicked"
+    status = await stack.clarion.journey_status("t-send-wait", customer.external_id)
+    assert [(h.step, h.outcome.split(" (")[0]) for h in status.history] == [
+        ("hello", "delivered"),
+        ("listen", "event clicked"),
+        ("clicked", "exit: clicked"),
+    ]
+
+
+async def test_continue_as_new_carries_state_and_drops_duplicate_events(stack: Stack) -> None:
+    from clarion.journeys.models import JourneyInput, journey_workflow_id
+    from workflows.journey import JourneyWorkflow
+
+    customer = await add_customer(stack.store)
+    handle = await stack.client.start_workflow(
+        JourneyWorkflow.run,
+        JourneyInput(journey="t-loop", customer_id=customer.external_id, max_history_events=40),
+        id=journey_workflow_id("t-loop", customer.external_id),
+        task_queue=stack.settings.task_queue,
+    )
+    for n in range(8):
+        await stack.clarion.send_event(customer.external_id, "ping", {"n": n}, event_id=f"ping-{n}")
+        await stack.clarion.send_event(
+            customer.external_id, "ping", {"n": n}, event_id=f"ping-{n}"
+        )  # duplicate
+        await wait_until(
+            lambda n=n: _consumed(stack, customer.external_id, n + 1), within=30, what=f"ping {n}"
+        )
+    status = await stack.clarion.journey_status("t-loop", customer.external_id)
+    assert status.continued >= 1, status
+    await stack.clarion.send_event(customer.external_id, "stop")
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.status is JourneyRunStatus.EXITED
+    assert result.steps_taken == 9  # 8 pings consumed once each, then the interrupted listen
+    async with stack.store.session() as session:
+        [run] = await journey_repo.runs_for_customer(
+            session, customer_external_id=customer.external_id
+        )
+        steps = await journey_repo.steps_of_run(session, run_id=run.id)
+    assert [s.outcome for s in steps] == ["event ping"] * 8 + ["interrupted"]
+    assert run.status == "exited"
+
+
+async def _consumed(stack: Stack, customer_id: str, count: int) -> bool:
+    status = await stack.clarion.journey_status("t-loop", customer_id)
+    return sum(1 for h in status.history if h.outcome == "event ping") >= count or (
+        status.continued > 0 and len(status.history) >= count
+    )
+
+
+async def test_running_journey_keeps_its_version_after_a_new_publish(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from clarion.journeys.loader import parse_journey
+
+    name = f"t-pin-{uuid.uuid4().hex[:8]}"
+
+    def version(ref: str) -> object:
+        return parse_journey(
+            {
+                "steps": {
+                    "pause": {"wait": {"duration": "3s"}, "next": "hello"},
+                    "hello": {"send": {"template": "test-notice", "context": {"ref": ref}}},
+                }
+            },
+            where="test",
+            default_name=name,
+        )
+
+    async with stack.store.transaction() as session:
+        assert (await journey_repo.publish_journey(session, definition=version("V1"))).version == 1  # type: ignore[arg-type]
+    early = await add_customer(stack.store)
+    late = await add_customer(stack.store)
+    first = await stack.clarion.start_journey(name, early.external_id)
+    await wait_until(lambda: _status_step(stack, early.external_id, name, "pause"), what="pausing")
+    async with stack.store.transaction() as session:
+        assert (await journey_repo.publish_journey(session, definition=version("V2"))).version == 2  # type: ignore[arg-type]
+    second = await stack.clarion.start_journey(name, late.external_id)
+    await asyncio.wait_for(asyncio.gather(first.result(), second.result()), 30)
+    assert early.email and late.email
+    assert await emails_with_ref(stack, early.email, "V1") == 1
+    assert await emails_with_ref(stack, early.email, "V2") == 0
+    assert await emails_with_ref(stack, late.email, "V2") == 1
+    assert (await stack.clarion.journey_status(name, early.external_id)).version == 1
+    assert (await stack.clarion.journey_status(name, late.external_id)).version == 2
