@@ -16,6 +16,7 @@ from clarion.journeys.models import (
     LoadedJourney,
     LoadJourneyInput,
     RecordStepsInput,
+    StepRecord,
 )
 from clarion.logging import get_logger
 from clarion.store import Store, repo
@@ -77,6 +78,17 @@ class JourneyActivities:
                     temporal_run_id=info.workflow_run_id or data.workflow_id,
                     started_at=data.started_at,
                 )
+                # The first step is entered now: record it in the same transaction.
+                first = definition.steps[definition.start]
+                await journey_repo.record_step(
+                    session,
+                    run_id=run.id,
+                    seq=0,
+                    record=StepRecord(
+                        step=definition.start, kind=first.kind, entered_at=data.started_at
+                    ),
+                    current=definition.start,
+                )
                 return LoadedJourney(
                     ok=True,
                     version=version,
@@ -107,6 +119,10 @@ class JourneyActivities:
     @activity.defn(name="finish_journey")
     async def finish_journey(self, data: FinishJourneyInput) -> None:
         async with self.store.transaction() as session:
+            for seq, record in data.records:
+                await journey_repo.record_step(
+                    session, run_id=data.run_id, seq=seq, record=record, current=None
+                )
             await journey_repo.finish_run(
                 session,
                 run_id=data.run_id,

@@ -622,15 +622,17 @@ def journeys_publish(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate and publish every journey in DIR; changed ones get a new immutable version."""
-    from clarion.journeys import JourneyError, load_journey_dir
+    from clarion.journeys import JourneyError
+    from clarion.journeys.loader import load_journey_files
     from clarion.store import journeys as journey_repo
 
     s = settings()
     try:
-        definitions = load_journey_dir(directory)
+        loaded = load_journey_files(directory)
     except JourneyError as exc:
         raise Fail(str(exc)) from exc
-    files = {d.name: directory / f"{d.name}.yaml" for d in definitions}
+    definitions = [d for _, d in loaded]
+    files = {d.name: path for path, d in loaded}
 
     async def main(store: Store) -> list[repo.PublishResult]:
         async with store.transaction() as session:

@@ -124,6 +124,7 @@ class JourneyWorkflow:
         if inp.state is not None:
             self.state = inp.state
         else:
+            started = workflow.now()
             loaded = await workflow.execute_local_activity_method(
                 JourneyActivities.load_journey,
                 LoadJourneyInput(
@@ -131,7 +132,7 @@ class JourneyWorkflow:
                     version=inp.version,
                     customer_id=inp.customer_id,
                     workflow_id=info.workflow_id,
-                    started_at=workflow.now(),
+                    started_at=started,
                 ),
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 retry_policy=LOCAL_RETRY,
@@ -153,7 +154,7 @@ class JourneyWorkflow:
                 context=dict(inp.context),
                 current=loaded.definition.start,
                 last_event=inp.trigger,
-                started_at=workflow.now(),
+                started_at=started,
             )
             if inp.trigger is not None:
                 self.state.seen_event_ids.append(inp.trigger.event_id)
@@ -161,11 +162,13 @@ class JourneyWorkflow:
             self._receive(event)
         self._early.clear()
         s = self.state
+        fresh = inp.state is None  # the first step was recorded with the run
         workflow.upsert_search_attributes(
             [
                 SA_JOURNEY.value_set(s.journey),
                 SA_VERSION.value_set(s.version),
                 SA_CUSTOMER.value_set(s.customer_id),
+                *([SA_STEP.value_set(s.current)] if s.current else []),
             ]
         )
 
@@ -188,10 +191,13 @@ class JourneyWorkflow:
             step = s.definition.steps[step_id]
             seq = s.steps_taken
             s.steps_taken += 1
-            record = StepRecord(step=step_id, kind=step.kind, entered_at=workflow.now())
-            workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
-            self._pending.append((seq, record))
-            await self._flush(current=step_id)
+            if fresh and seq == 0:
+                record = StepRecord(step=step_id, kind=step.kind, entered_at=s.started_at)
+            else:
+                record = StepRecord(step=step_id, kind=step.kind, entered_at=workflow.now())
+                workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
+                self._pending.append((seq, record))
+                await self._flush(current=step_id)
             nxt, outcome, variant = await self._run_step(step_id, step, seq)
             self._waiting_until = None
             self._waiting_for = None
@@ -251,8 +257,12 @@ class JourneyWorkflow:
             self._waiting_until, self._waiting_for = until, name
             if await self._sleep_until(until, lambda: self._find(name) is not None):
                 event = self._find(name)
-                if event is None:
-                    return INTERRUPTED, "interrupted", None
+                if event is None or event.name in self._exit_names():
+                    return (
+                        INTERRUPTED,
+                        "interrupted",
+                        None,
+                    )  # exit_on and goal events end the journey
                 s.inbox.remove(event)
                 s.last_event = event
                 return step.on_event, f"event {name}", None

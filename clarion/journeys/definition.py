@@ -129,6 +129,10 @@ class BranchCase(_Strict):
     def _else_form(cls, data: Any) -> Any:
         # `- else: step-id` is the readable form of the default case.
         if isinstance(data, dict) and "else" in data and isinstance(data["else"], str):
+            if "if" in data or "next" in data:
+                raise ValueError(
+                    "a branch case has either `if: <condition>` and `next`, or `else: <step>`"
+                )
             return {"else": True, "next": data["else"]}
         return data
 
@@ -340,7 +344,8 @@ class JourneyDefinition(_Strict):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def content_hash(self) -> str:
-        data = json.dumps(self.stored(), sort_keys=True, separators=(",", ":"))
+        # Key order counts: the first step is where the journey starts.
+        data = json.dumps(self.stored(), separators=(",", ":"))
         return hashlib.sha256(data.encode()).hexdigest()
 
 

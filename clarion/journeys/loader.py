@@ -68,19 +68,24 @@ def load_journey_file(path: Path) -> JourneyDefinition:
     return parse_journey(raw, where=str(path), default_name=path.stem)
 
 
-def load_journey_dir(directory: Path) -> list[JourneyDefinition]:
+def load_journey_files(directory: Path) -> list[tuple[Path, JourneyDefinition]]:
+    """Every ``*.yaml`` / ``*.yml`` journey in ``directory`` with the file it came from."""
     if not directory.is_dir():
         raise JourneyError(f"{directory}: not a directory")
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
         raise JourneyError(f"{directory}: no journey files (*.yaml)")
-    journeys = [load_journey_file(f) for f in files]
+    loaded = [(f, load_journey_file(f)) for f in files]
     names: dict[str, Path] = {}
-    for f, j in zip(files, journeys, strict=True):
+    for f, j in loaded:
         if j.name in names:
             raise JourneyError(f"{f}: journey name {j.name!r} is also used by {names[j.name]}")
         names[j.name] = f
-    return journeys
+    return loaded
+
+
+def load_journey_dir(directory: Path) -> list[JourneyDefinition]:
+    return [definition for _, definition in load_journey_files(directory)]
 
 
 def json_schema() -> str:

@@ -145,6 +145,7 @@ class FinishJourneyInput(_Payload):
     status: JourneyRunStatus
     reason: str = ""
     ended_at: datetime
+    records: list[tuple[int, StepRecord]] = Field(default_factory=list)  # not yet written
 
 
 class RecordStepsInput(_Payload):

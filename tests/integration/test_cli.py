@@ -213,3 +213,78 @@ async def test_send_says_why_it_waits_when_no_worker_polls(
         proc.kill()
         await proc.wait()
     assert f"is a worker polling task queue '{queue}'" in line, line
+
+
+async def test_journeys_and_events_from_the_command_line(stack: Stack, tmp_path: Path) -> None:
+    target = stack.client.service_client.config.target_host
+    settings = stack.settings.model_copy(update={"temporal_address": target})
+    name = uid("cli-j")
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(
+        "entry: {events: [joined]}\n"
+        "exit_on: [left]\n"
+        "steps:\n"
+        "  hello: {send: {template: no-such-template}, next: nap}\n"
+        "  nap: {wait: {duration: 1h}}\n"
+    )
+    refused = await run_cli(settings, "journeys", "publish", str(folder))
+    assert refused.code == 1
+    assert "steps.hello.send.template: unknown template 'no-such-template'" in refused.stderr
+
+    (folder / f"{name}.yaml").write_text(
+        "entry: {events: [joined]}\n"
+        "exit_on: [left]\n"
+        "steps:\n"
+        "  hello: {send: {template: test-notice, context: {ref: CLI}}, next: nap}\n"
+        "  nap: {wait: {duration: 1h}}\n"
+    )
+    published = await run_cli(settings, "journeys", "publish", str(folder), "--json")
+    assert json.loads(published.stdout) == [{"name": name, "version": 1, "changed": True}], (
+        published
+    )
+    listed = json.loads((await run_cli(settings, "journeys", "list", "--json")).stdout)
+    assert {"name": name, "entry_events": ["joined"]} in [
+        {"name": j["name"], "entry_events": j["entry_events"]} for j in listed
+    ]
+
+    customer = await add_customer(stack.store)
+    joined = await run_cli(
+        settings,
+        "events",
+        "send",
+        customer.external_id,
+        "joined",
+        "--data",
+        '{"via": "cli"}',
+        "--json",
+    )
+    assert joined.code == 0, joined
+    assert name in json.loads(joined.stdout)["started"]
+
+    async def napping() -> bool:
+        result = await run_cli(settings, "journeys", "status", customer.external_id, "--json")
+        runs = [r for r in json.loads(result.stdout) if r["journey"] == name]
+        return (
+            bool(runs) and runs[0]["current_step"] == "nap" and bool(runs[0].get("waiting_until"))
+        )
+
+    from tests.support.processes import wait_until
+
+    await wait_until(napping, within=60, what="the journey to nap")
+    again = await run_cli(settings, "journeys", "start", name, customer.external_id)
+    assert again.code == 1 and "already in" in again.stderr
+    left = await run_cli(settings, "events", "send", customer.external_id, "left", "--json")
+    assert name in json.loads(left.stdout)["delivered"]
+    await stack.clarion.journey_handle(name, customer.external_id).result()
+    status = json.loads(
+        (await run_cli(settings, "journeys", "status", customer.external_id, "--json")).stdout
+    )
+    [run] = [r for r in status if r["journey"] == name]
+    assert run["status"] == "exited" and run["reason"] == "exit_on event left"
+    assert [s["step"] for s in run["steps"]] == ["hello", "nap"]
+
+    bad = await run_cli(settings, "events", "send", customer.external_id, "x", "--data", "[]")
+    assert bad.code == 2 and "--data" in bad.stderr
+    schema = await run_cli(settings, "journeys", "schema")
+    assert json.loads(schema.stdout)["title"] == "Clarion journey"

@@ -368,7 +368,7 @@ def test_bad_file_name_used_as_name_is_refused(tmp_path: Path) -> None:
 def test_example_templates_all_load() -> None:
     definitions = load_template_dir(EXAMPLES)
     names = [d.name for d in definitions]
-    assert names == ["order-shipped", "spring-sale", "welcome"]
+    assert {"order-shipped", "spring-sale", "welcome"} <= set(names)
     by_name = {d.name: d for d in definitions}
     assert by_name["spring-sale"].purpose is Purpose.MARKETING
     assert by_name["order-shipped"].purpose is Purpose.TRANSACTIONAL
