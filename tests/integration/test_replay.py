@@ -3,7 +3,7 @@
 A change to workflows/ that would break running workflows fails here. The histories in
 tests/data/histories/ are re-recorded (after a deliberate, versioned change) with:
 
-    CLARION_RECORD_HISTORIES=1 .venv/bin/python -m pytest tests/integration/test_replay.py -k record
+    scripts/record-histories.sh
 """
 
 from __future__ import annotations
@@ -37,7 +37,21 @@ def _load(path: Path) -> WorkflowHistory:
 
 def test_histories_are_committed() -> None:
     names = sorted(p.stem for p in HISTORIES.glob("*.json"))
-    assert names == ["deliver_email", "deliver_fallback", "deliver_suppressed"]
+    assert names == [
+        "deliver_email",
+        "deliver_fallback",
+        "deliver_suppressed",
+        "journey_onboarding",
+        "journey_onboarding_converted",
+        "journey_renewal",
+        "journey_service_recovery",
+    ]
+    # Every shipped journey has a recorded history.
+    shipped = {
+        p.stem.replace("-", "_")
+        for p in (HISTORIES.parent.parent.parent / "examples" / "journeys").glob("*.yaml")
+    }
+    assert shipped <= {n.removeprefix("journey_") for n in names}
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
@@ -45,14 +59,19 @@ async def test_recorded_history_replays(path: Path) -> None:
     await _replayer().replay_workflow(_load(path))
 
 
-async def test_a_changed_workflow_is_caught() -> None:
+@pytest.mark.parametrize("name", ["deliver_fallback", "journey_renewal"])
+async def test_a_changed_workflow_is_caught(name: str) -> None:
     """The replay test can fail: an activity renamed in history is a non-determinism."""
-    data = json.loads((HISTORIES / "deliver_fallback.json").read_text())
+    data = json.loads((HISTORIES / f"{name}.json").read_text())
     broken = copy.deepcopy(data)
     for event in broken["events"]:
         attrs = event.get("activityTaskScheduledEventAttributes")
         if attrs and attrs["activityType"]["name"] == "send_message":
             attrs["activityType"]["name"] = "send_message_v2"
+            break
+        child = event.get("startChildWorkflowExecutionInitiatedEventAttributes")
+        if child:
+            child["workflowType"]["name"] = "DeliverMessageV2"
             break
     with pytest.raises(NondeterminismError):
         await _replayer().replay_workflow(WorkflowHistory.from_json("broken", broken))

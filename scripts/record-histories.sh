@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Re-record the workflow histories replayed by tests/integration/test_replay.py.
+# Run after a deliberate, versioned change to workflows/ (use workflow.patched for
+# changes that running workflows must survive), then commit tests/data/histories/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLARION_RECORD_HISTORIES=1 .venv/bin/python -m pytest -q -p no:randomly \
+  tests/integration/test_replay.py::test_record_histories \
+  tests/integration/test_example_journeys.py
+ls -l tests/data/histories/
