@@ -11,8 +11,10 @@ from temporalio.client import Client
 
 from clarion.config import Settings
 from clarion.customers import parse_csv
+from clarion.journeys import load_journey_dir
 from clarion.models import Channel, ConsentStatus, OutcomeStatus, Purpose
 from clarion.store import Store, repo
+from clarion.store import journeys as journey_repo
 from clarion.templates import load_template_dir
 from starters.sdk import ClarionClient
 
@@ -70,8 +72,42 @@ async def seed(settings: Settings, examples: Path, console: Console) -> None:
         for error in parsed.errors:
             console.print(f"  [yellow]rejected[/yellow] {error}", highlight=False)
         console.print("cust-001 opted in to marketing email")
+        if (examples / "journeys").is_dir():
+            async with store.transaction() as session:
+                for problem in [
+                    p
+                    for j in load_journey_dir(examples / "journeys")
+                    for p in await journey_repo.template_problems(session, definition=j)
+                ]:
+                    raise ValueError(problem)
+                for journey in load_journey_dir(examples / "journeys"):
+                    result = await journey_repo.publish_journey(session, definition=journey)
+                    state = "published" if result.changed else "unchanged"
+                    console.print(f"journey {result.name} v{result.version} {state}")
     finally:
         await store.close()
+
+
+async def demo_journey(clarion: ClarionClient, console: Console) -> None:
+    """cust-002 signs up: the onboarding journey starts, sends its welcome and waits."""
+    delivery = await clarion.send_event("cust-002", "signed_up", {"source": "demo"})
+    if "onboarding" not in delivery.started:
+        why = delivery.skipped.get("onboarding", "already in it")
+        console.print(f"journey onboarding for cust-002 not started again ({why})")
+        return
+    status = None
+    for _ in range(100):
+        status = await clarion.journey_status("onboarding", "cust-002")
+        if status.waiting_for:
+            break
+        await asyncio.sleep(0.1)
+    if status is not None:
+        console.print(
+            f"journey onboarding started for cust-002: now at {status.current_step}, waiting for "
+            f"{status.waiting_for} until {status.waiting_until:%Y-%m-%d %H:%M} UTC"
+            if status.waiting_until
+            else f"journey onboarding started for cust-002: now at {status.current_step}"
+        )
 
 
 async def run_demo(
@@ -105,12 +141,16 @@ async def run_demo(
             note,
         )
     console.print(table)
+    await demo_journey(clarion, console)
+    await clarion.close()
     namespace = settings.temporal_namespace
     console.print(
         "Where to look:\n"
         f"  sent messages   {settings.outbox_dir}/ (or your SMTP server / Twilio when configured)\n"
         f"  workflows       http://localhost:8233/namespaces/{namespace}/workflows\n"
         "  audit trail     clarion audit --customer cust-001\n"
+        "  a journey       clarion journeys status cust-002   "
+        "(then: clarion events send cust-002 activated)\n"
         "  one message     clarion send --customer cust-003 --template welcome "
         "--channel sms,email\n"
     )

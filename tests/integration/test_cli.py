@@ -219,10 +219,11 @@ async def test_journeys_and_events_from_the_command_line(stack: Stack, tmp_path:
     target = stack.client.service_client.config.target_host
     settings = stack.settings.model_copy(update={"temporal_address": target})
     name = uid("cli-j")
+    joined = f"joined-{name}"  # an entry event no other test's journey listens to
     folder = tmp_path / "journeys"
     folder.mkdir()
     (folder / f"{name}.yaml").write_text(
-        "entry: {events: [joined]}\n"
+        f"entry: {{events: [{joined}]}}\n"
         "exit_on: [left]\n"
         "steps:\n"
         "  hello: {send: {template: no-such-template}, next: nap}\n"
@@ -233,7 +234,7 @@ async def test_journeys_and_events_from_the_command_line(stack: Stack, tmp_path:
     assert "steps.hello.send.template: unknown template 'no-such-template'" in refused.stderr
 
     (folder / f"{name}.yaml").write_text(
-        "entry: {events: [joined]}\n"
+        f"entry: {{events: [{joined}]}}\n"
         "exit_on: [left]\n"
         "steps:\n"
         "  hello: {send: {template: test-notice, context: {ref: CLI}}, next: nap}\n"
@@ -244,23 +245,23 @@ async def test_journeys_and_events_from_the_command_line(stack: Stack, tmp_path:
         published
     )
     listed = json.loads((await run_cli(settings, "journeys", "list", "--json")).stdout)
-    assert {"name": name, "entry_events": ["joined"]} in [
+    assert {"name": name, "entry_events": [joined]} in [
         {"name": j["name"], "entry_events": j["entry_events"]} for j in listed
     ]
 
     customer = await add_customer(stack.store)
-    joined = await run_cli(
+    sent = await run_cli(
         settings,
         "events",
         "send",
         customer.external_id,
-        "joined",
+        joined,
         "--data",
         '{"via": "cli"}',
         "--json",
     )
-    assert joined.code == 0, joined
-    assert name in json.loads(joined.stdout)["started"]
+    assert sent.code == 0, sent
+    assert json.loads(sent.stdout)["started"] == [name]
 
     async def napping() -> bool:
         result = await run_cli(settings, "journeys", "status", customer.external_id, "--json")

@@ -71,6 +71,8 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     home = tmp_path / ".clarion"
     assert (home / "temporal.db").exists() and (home / "clarion.db").exists()
     outbox = sorted(p.name for p in (home / "outbox").iterdir())
-    assert len([n for n in outbox if n.endswith(".email.eml")]) == 3
+    # three single messages by email, and the onboarding journey's welcome to cust-002
+    assert len([n for n in outbox if n.endswith(".email.eml")]) == 4
+    assert "journey onboarding started for cust-002: now at wait-activation" in text
     [sms] = [n for n in outbox if n.endswith(".sms.json")]
     assert json.loads((home / "outbox" / sms).read_text())["to"] == "+33612345678"
