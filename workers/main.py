@@ -61,9 +61,17 @@ async def run_worker(
         if settings.auto_migrate:
             await store.migrate()
         client = client or await connect(settings)
-        added = await ensure_search_attributes(client, settings.temporal_namespace)
-        if added:
-            log.info("search attributes registered", names=added)
+        try:
+            added = await ensure_search_attributes(client, settings.temporal_namespace)
+        except Exception as exc:  # e.g. no operator permission: they may exist already
+            log.warning(
+                "could not check or register search attributes; create them as in "
+                "docs/deployment.md if journeys fail to start",
+                error=str(exc),
+            )
+        else:
+            if added:
+                log.info("search attributes registered", names=added)
         worker = build_worker(client, settings, store, providers)
         log.info(
             "worker started",
