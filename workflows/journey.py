@@ -174,6 +174,18 @@ class JourneyWorkflow:
 
         while s.current is not None and s.status is JourneyRunStatus.RUNNING:
             if self._take_exit_event():
+                if fresh and s.steps_taken == 0:
+                    # Ended before its first step ran: close the record opened at start.
+                    first = s.definition.steps[s.current]
+                    left = StepRecord(
+                        step=s.current,
+                        kind=first.kind,
+                        entered_at=s.started_at,
+                        left_at=workflow.now(),
+                        outcome="interrupted",
+                    )
+                    self._pending.append((0, left))
+                    s.steps_taken = 1
                 break
             if self._should_continue_as_new(inp):
                 await self._flush()

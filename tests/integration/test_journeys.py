@@ -97,6 +97,18 @@ async def test_exit_on_while_waiting_and_reentry_never(stack: Stack) -> None:
     )
     status = await stack.clarion.journey_status("t-long", customer.external_id)
     assert status.waiting_until is not None and status.current_kind == "wait"
+    # Findable in Temporal by journey, version, step and customer.
+    query = (
+        f"ClarionJourney = 't-long' AND ClarionJourneyVersion = 1 AND ClarionJourneyStep = 'nap' "
+        f"AND ClarionCustomer = '{customer.external_id}'"
+    )
+
+    async def listed() -> bool:
+        return [w.id async for w in stack.client.list_workflows(query)] == [
+            f"journey:t-long:{customer.external_id}"
+        ]
+
+    await wait_until(listed, within=30, what="the journey in Temporal's visibility")
     await stack.clarion.send_event(customer.external_id, "stop")
     result = await asyncio.wait_for(
         stack.clarion.journey_handle("t-long", customer.external_id).result(), 30
@@ -280,3 +292,32 @@ async def test_running_journey_keeps_its_version_after_a_new_publish(
     assert await emails_with_ref(stack, late.email, "V2") == 1
     assert (await stack.clarion.journey_status(name, early.external_id)).version == 1
     assert (await stack.clarion.journey_status(name, late.external_id)).version == 2
+
+
+async def test_goal_before_the_first_step_closes_the_opened_step(stack: Stack) -> None:
+    from clarion.journeys.models import JourneyEvent, JourneyInput, journey_workflow_id
+    from workflows.journey import JourneyWorkflow
+
+    customer = await add_customer(stack.store)
+    goal = JourneyEvent(event_id=uuid.uuid4().hex, name="purchased")
+    handle = await stack.client.start_workflow(
+        JourneyWorkflow.run,
+        JourneyInput(journey="t-activation", customer_id=customer.external_id),
+        id=journey_workflow_id("t-activation", customer.external_id),
+        task_queue=stack.settings.task_queue,
+        start_signal="event",
+        start_signal_args=[goal],
+    )
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.status is JourneyRunStatus.CONVERTED
+    async with stack.store.session() as session:
+        [run] = await journey_repo.runs_for_customer(
+            session, customer_external_id=customer.external_id
+        )
+        [step] = await journey_repo.steps_of_run(session, run_id=run.id)
+    assert run.status == "converted" and run.ended_at is not None
+    assert (
+        step.step == "wait-activation"
+        and step.outcome == "interrupted"
+        and step.left_at is not None
+    )
