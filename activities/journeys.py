@@ -27,7 +27,8 @@ log = get_logger(__name__)
 
 
 def condition_env(customer: Customer, event: JourneyEvent | None) -> dict[str, Any]:
-    """What a branch condition sees: attributes by bare name, ``customer.*``, ``event.*``."""
+    """What a branch condition sees: fields and attributes by bare name (fields win),
+    ``customer.*``, ``attributes.*`` and ``event.*``."""
     attributes = dict(customer.attributes or {})
     fields = {
         "id": customer.external_id,
@@ -39,8 +40,8 @@ def condition_env(customer: Customer, event: JourneyEvent | None) -> dict[str, A
     if event is not None:
         event_view = {**event.data, "name": event.name, "data": dict(event.data)}
     return {
-        **fields,
         **attributes,
+        **fields,  # fields win over attributes of the same name
         "attributes": attributes,
         "customer": {**attributes, **fields, "attributes": attributes},
         "event": event_view,

@@ -104,7 +104,7 @@ async def run_many(n: int, concurrency: int, make: object) -> float:
 
 async def poll(done: object, every: float = 0.25) -> None:
     # Polls a database filled by another process: there is no in-process event to wait on.
-    while not await done():  # type: ignore[operator]  # noqa: ASYNC110
+    while not await done():  # type: ignore[operator]
         await asyncio.sleep(every)
 
 

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     twilio_base_url: str = ""
     twilio_timeout: float = Field(default=30.0, gt=0)
 
+    # Crisis broadcasts: provider rate limits (messages per second across all workers;
+    # 0 means no limit), sends in flight per batch, and the tier configuration file.
+    rate_limit_email: float = Field(default=0.0, ge=0)
+    rate_limit_sms: float = Field(default=0.0, ge=0)
+    broadcast_concurrency: int = Field(default=32, ge=1, le=1000)
+    crisis_tiers_file: Path | None = None
+
     # Contact data: region used to read phone numbers written without a +country prefix.
     default_phone_region: str | None = None
 

@@ -53,12 +53,16 @@ journeys_app = typer.Typer(
     help="Publish, start and follow customer journeys.", no_args_is_help=True
 )
 events_app = typer.Typer(help="Feed customer events to journeys.", no_args_is_help=True)
+crisis_app = typer.Typer(
+    help="Crisis broadcasts: launch, follow, update, resolve.", no_args_is_help=True
+)
 app.add_typer(customers_app, name="customers")
 app.add_typer(templates_app, name="templates")
 app.add_typer(consent_app, name="consent")
 app.add_typer(db_app, name="db")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
+app.add_typer(crisis_app, name="crisis")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -851,6 +855,212 @@ def events_send(
     out.print(f"  started:      {', '.join(result.started) or '-'}")
     for name, why in result.skipped.items():
         out.print(f"  not started:  {name} ({why})", highlight=False)
+
+
+# ------------------------------------------------------------------ crisis
+
+
+def progress_json(p: Any) -> dict[str, Any]:
+    return p.model_dump(mode="json")
+
+
+def print_progress(p: Any) -> None:
+    out.print(
+        f"[bold]broadcast {p.broadcast_id}[/bold]: {p.state.value}, message generation {p.gen}, "
+        f"{p.done}/{p.total} done, {p.rate_per_s}/s"
+        + (f", ETA {p.eta_s:.0f}s" if p.eta_s else "")
+        + (f" ({p.reason})" if p.reason else ""),
+        highlight=False,
+    )
+    table = Table("tier", "total", "sent", "failed", "suppressed", "pending", "notified after")
+    for t in p.tiers:
+        after = f"{t.notified_after_s:.1f}s" if t.notified_after_s is not None else "-"
+        table.add_row(
+            t.tier,
+            str(t.total),
+            str(t.sent),
+            str(t.failed),
+            str(t.suppressed),
+            str(t.pending),
+            after,
+        )
+    out.print(table)
+    out.print(f"by channel: {p.by_channel}  by status: {p.by_status}", highlight=False)
+    if p.possible_duplicates:
+        out.print(f"possible duplicates after a crash: {p.possible_duplicates}")
+
+
+async def follow_broadcast(handle: Any) -> Any:
+    """Rich progress bars per tier until everyone has been reached (or the broadcast ended)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        while True:
+            p = await handle.progress()
+            for t in p.tiers:
+                if t.tier not in bars:
+                    bars[t.tier] = progress.add_task(t.tier, total=t.total)
+                progress.update(bars[t.tier], completed=t.total - t.pending)
+            if (
+                p.state.value in ("active", "resolved", "cancelled", "rejected")
+                and p.done >= p.total
+            ):
+                return p
+            if p.state.value in ("resolved", "cancelled", "rejected"):
+                return p
+            await asyncio.sleep(0.5)
+
+
+@crisis_app.command("launch")
+def crisis_launch(
+    title: Annotated[str, typer.Option("--title", help="What happened, for the record")],
+    template: Annotated[str, typer.Option("--template", help="Template to send")],
+    segment: Annotated[
+        str | None, typer.Option("--segment", help="Who, e.g. \"region == 'eu-west'\"")
+    ] = None,
+    customers: Annotated[
+        Path | None, typer.Option("--customers", help="File of customer ids, one a line")
+    ] = None,
+    severity: Annotated[str, typer.Option("--severity", help="critical, major or minor")] = "major",
+    incident: Annotated[
+        str | None, typer.Option("--incident", help="Incident id (default: broadcast id)")
+    ] = None,
+    tiers: Annotated[Path | None, typer.Option("--tiers", help="Tier configuration (YAML)")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show progress until everyone is reached")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Launch a crisis broadcast; prints its id and returns at once (or --follow)."""
+    from clarion.crisis.models import Severity
+    from clarion.crisis.tiers import TierConfigError, load_tiers
+    from clarion.errors import ValidationFailed
+    from starters.sdk import ClarionClient
+
+    if (segment is None) == (customers is None):
+        raise Fail("give --segment or --customers (one of them)", 2)
+    if severity not in {s.value for s in Severity}:
+        raise Fail(f"--severity: {severity!r}: use critical, major or minor", 2)
+    ids: list[str] | None = None
+    if customers is not None:
+        if not customers.is_file():
+            raise Fail(f"--customers: {str(customers)!r}: no such file", 2)
+        ids = [
+            line.split(",")[0].strip()
+            for line in customers.read_text().splitlines()
+            if line.strip()
+        ]
+        ids = [i for i in ids if i and i != "id"]
+    s = settings()
+    try:
+        tier_list = load_tiers(tiers or s.crisis_tiers_file)
+    except TierConfigError as exc:
+        raise Fail(str(exc), 2) from exc
+
+    async def main() -> tuple[str, Any]:
+        clarion = ClarionClient(await temporal_client(s), s)
+        try:
+            handle = await clarion.launch_broadcast(
+                title=title, template=template, segment=segment, customers=ids,
+                incident_id=incident, severity=severity, tiers=tier_list,
+            )  # fmt: skip
+            if not as_json:
+                out.print(f"broadcast {handle.broadcast_id} launched")
+            final = await follow_broadcast(handle) if follow else None
+            return handle.broadcast_id, final
+        except ValidationFailed as exc:
+            raise Fail(str(exc), 2) from exc
+        finally:
+            await clarion.close()
+
+    broadcast_id, final = run(main())
+    if as_json:
+        print_json(
+            {"broadcast_id": broadcast_id, **({"progress": progress_json(final)} if final else {})}
+        )
+    elif final is not None:
+        print_progress(final)
+
+
+def _broadcast_call(broadcast_id: str, call: Callable[[Any], Awaitable[T]]) -> T:
+    from starters.sdk import ClarionClient
+
+    s = settings()
+
+    async def main() -> T:
+        clarion = ClarionClient(await temporal_client(s), s)
+        try:
+            return await call(clarion.broadcast(broadcast_id))
+        finally:
+            await clarion.close()
+
+    try:
+        return run(main())
+    except Fail:
+        raise
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)
+        raise Fail(f"broadcast {broadcast_id}: {cause or exc}") from exc
+
+
+@crisis_app.command("status")
+def crisis_status(broadcast_id: str, as_json: JsonOpt = False) -> None:
+    """Live progress: counts by tier, channel and status, rate and ETA."""
+    p = _broadcast_call(broadcast_id, lambda h: h.progress())
+    if as_json:
+        print_json(progress_json(p))
+    else:
+        print_progress(p)
+
+
+@crisis_app.command("update")
+def crisis_update(
+    broadcast_id: str,
+    template: Annotated[str, typer.Option("--template", help="The follow-up message")],
+) -> None:
+    """Send a follow-up: reached recipients get it next; pending ones get it instead."""
+    gen = _broadcast_call(broadcast_id, lambda h: h.update(template))
+    out.print(f"broadcast {broadcast_id}: message generation {gen} ({template})")
+
+
+@crisis_app.command("resolve")
+def crisis_resolve(
+    broadcast_id: str,
+    template: Annotated[str, typer.Option("--template", help="The resolution notice")],
+) -> None:
+    """Send the resolution notice to everyone reached, then end the broadcast."""
+    gen = _broadcast_call(broadcast_id, lambda h: h.resolve(template))
+    out.print(f"broadcast {broadcast_id}: resolution notice is generation {gen}")
+
+
+@crisis_app.command("cancel")
+def crisis_cancel(
+    broadcast_id: str, reason: Annotated[str, typer.Option("--reason")] = "cancelled by operator"
+) -> None:
+    """Stop sending."""
+    _broadcast_call(broadcast_id, lambda h: h.cancel(reason))
+    out.print(f"broadcast {broadcast_id}: cancel requested")
+
+
+@crisis_app.command("approve")
+def crisis_approve(
+    broadcast_id: str,
+    operator: Annotated[str, typer.Option("--operator", help="Who approves")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead")] = False,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+) -> None:
+    """Approve (or reject) a broadcast whose template is not a pre-approved crisis template."""
+    answer = _broadcast_call(
+        broadcast_id, lambda h: h.approve(operator, approved=not reject, reason=reason)
+    )
+    out.print(f"broadcast {broadcast_id}: {answer}")
 
 
 # ------------------------------------------------------------------ entry point

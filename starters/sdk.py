@@ -15,13 +15,26 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy import insert
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clarion.config import Settings, get_settings
-from clarion.errors import ClarionError
+from clarion.crisis.models import (
+    Audience,
+    BroadcastInput,
+    BroadcastProgress,
+    Decision,
+    FollowUp,
+    Incident,
+    Severity,
+    Tier,
+)
+from clarion.crisis.tiers import load_tiers
+from clarion.errors import ClarionError, ValidationFailed
+from clarion.expressions import ExpressionError
 from clarion.journeys.models import (
     JourneyEvent,
     JourneyInput,
@@ -32,7 +45,10 @@ from clarion.journeys.models import (
 from clarion.models import Channel, DeliverMessageInput, DeliveryOutcome, Purpose
 from clarion.store import Store
 from clarion.store import journeys as journey_repo
+from clarion.store.segments import SegmentError, compile_segment
+from clarion.store.tables import AudienceListEntry
 from clarion.temporal import connect, workflow_id_for_message
+from workflows.crisis import CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
 from workflows.journey import JourneyWorkflow
 
@@ -232,6 +248,107 @@ class ClarionClient:
             result.started.append(definition.name)
         return result
 
+    # ---------------------------------------------------------------- broadcasts
+
+    async def launch_broadcast(
+        self,
+        *,
+        title: str,
+        template: str,
+        segment: str | None = None,
+        customers: Iterable[str] | None = None,
+        incident_id: str | None = None,
+        severity: Severity | str = Severity.MAJOR,
+        tiers: list[Tier] | None = None,
+        broadcast_id: str | None = None,
+        batch_size: int = 500,
+        shard_size: int = 10_000,
+    ) -> BroadcastHandle:
+        """Launch a crisis broadcast to a segment or to a list of customer ids (staged in
+        the store, never carried in a payload); returns at once with a handle."""
+        if (segment is None) == (customers is None):
+            raise ValidationFailed(
+                "audience", None, "give a segment or a list of customers, not both"
+            )
+        if segment is not None:
+            try:
+                compile_segment(segment, "sqlite")
+            except (ExpressionError, SegmentError) as exc:
+                raise ValidationFailed("segment", segment, str(exc)) from exc
+        broadcast_id = broadcast_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        list_id = None
+        if customers is not None:
+            ids = sorted({c.strip() for c in customers if c.strip()})
+            if not ids:
+                raise ValidationFailed("customers", "", "the list is empty")
+            list_id = broadcast_id
+            async with self.store.transaction() as session:
+                await session.execute(
+                    insert(AudienceListEntry),
+                    [{"list_id": list_id, "customer_external_id": c} for c in ids],
+                )
+        request = BroadcastInput(
+            broadcast_id=broadcast_id,
+            incident=Incident(
+                id=incident_id or broadcast_id, title=title, severity=Severity(severity)
+            ),
+            template=template,
+            audience=Audience(segment=segment, list_id=list_id),
+            tiers=tiers or load_tiers(self.settings.crisis_tiers_file),
+            batch_size=batch_size,
+            shard_size=shard_size,
+        )
+        handle = await self.temporal.start_workflow(
+            CrisisBroadcastWorkflow.run,
+            request,
+            id=broadcast_workflow_id(broadcast_id),
+            task_queue=self.settings.task_queue,
+        )
+        return BroadcastHandle(handle, broadcast_id)
+
+    def broadcast(self, broadcast_id: str) -> BroadcastHandle:
+        handle = self.temporal.get_workflow_handle_for(
+            CrisisBroadcastWorkflow.run, broadcast_workflow_id(broadcast_id)
+        )
+        return BroadcastHandle(handle, broadcast_id)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class BroadcastHandle:
+    """A running crisis broadcast."""
+
+    def __init__(
+        self, handle: WorkflowHandle[CrisisBroadcastWorkflow, BroadcastProgress], broadcast_id: str
+    ) -> None:
+        self._handle = handle
+        self.broadcast_id = broadcast_id
+        self.workflow_id = handle.id
+
+    async def progress(self) -> BroadcastProgress:
+        return await self._handle.query(CrisisBroadcastWorkflow.progress)
+
+    async def approve(self, operator: str, *, approved: bool = True, reason: str = "") -> str:
+        decision = Decision(approved=approved, operator=operator, reason=reason)
+        return await self._handle.execute_update("approve", decision, result_type=str)
+
+    async def update(self, template: str) -> int:
+        """Send ``template`` as a follow-up; returns the new message generation."""
+        follow_up = FollowUp(template=template)
+        return await self._handle.execute_update("follow_up", follow_up, result_type=int)
+
+    async def resolve(self, template: str) -> int:
+        resolution = FollowUp(template=template, kind="resolution")
+        return await self._handle.execute_update("follow_up", resolution, result_type=int)
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        await self._handle.signal(CrisisBroadcastWorkflow.cancel, reason)
+
+    async def result(self) -> BroadcastProgress:
+        return await self._handle.result()
+
+
+def broadcast_workflow_id(broadcast_id: str) -> str:
+    return f"crisis:{broadcast_id}"

@@ -10,7 +10,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import DeliveryActivities, JourneyActivities
+from activities import BroadcastActivities, DeliveryActivities, JourneyActivities
 from clarion.channels import Provider, build_providers
 from clarion.config import Settings
 from clarion.logging import get_logger
@@ -32,6 +32,7 @@ def build_worker(
 ) -> Worker:
     acts = DeliveryActivities(store, providers, settings)
     journeys = JourneyActivities(store)
+    broadcasts = BroadcastActivities(store, providers, settings)
     activities: Sequence[Callable[..., Any]] = [
         acts.prepare_delivery,
         acts.send_message,
@@ -40,6 +41,11 @@ def build_worker(
         journeys.record_steps,
         journeys.evaluate_branch,
         journeys.finish_journey,
+        broadcasts.prepare_broadcast,
+        broadcasts.new_generation,
+        broadcasts.set_state,
+        broadcasts.send_broadcast_batch,
+        broadcasts.count_behind,
     ]
     return Worker(
         client,

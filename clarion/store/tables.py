@@ -239,3 +239,77 @@ class JourneyStepRecord(Base):
     left_at: Mapped[datetime | None] = mapped_column(nullable=True)
     outcome: Mapped[str] = mapped_column(Text, default="")
     variant: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Broadcast(Base):
+    """A crisis broadcast: one incident, an audience snapshot, messages by generation."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(100), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    severity: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default="preparing")
+    audience: Mapped[dict[str, Any]] = mapped_column(default=dict)  # segment or list, and tiers
+    current_gen: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class BroadcastMessage(Base):
+    """Generation ``gen`` of a broadcast's message: 1 is the launch, then updates, resolution."""
+
+    __tablename__ = "broadcast_messages"
+
+    broadcast_id: Mapped[str] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    gen: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # launch, update, resolution
+    template: Mapped[str] = mapped_column(String(100))
+    template_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BroadcastRecipient(Base):
+    """One recipient of a broadcast, in dispatch order (``seq`` ascends with the tier)."""
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (
+        Index("ix_broadcast_recipients_customer", "broadcast_id", "customer_external_id"),
+    )
+
+    broadcast_id: Mapped[str] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_external_id: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    gen_sent: Mapped[int] = mapped_column(Integer, default=0)  # newest generation delivered
+    reason: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    acked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RateBucket(Base):
+    """A token bucket per provider channel, shared by every worker through the store."""
+
+    __tablename__ = "rate_buckets"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens: Mapped[float] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AudienceListEntry(Base):
+    """An explicit audience (a list of customer ids), staged in the store for a broadcast."""
+
+    __tablename__ = "audience_lists"
+
+    list_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    customer_external_id: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, UndefinedError
+from jinja2 import StrictUndefined, Template, UndefinedError
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -55,10 +56,14 @@ def resolve_locale(available: Iterable[str], requested: str | None, default: str
     return default
 
 
+@lru_cache(maxsize=512)
+def _compiled(source: str, html: bool) -> Template:
+    return (html_env if html else text_env).from_string(source)
+
+
 def _render_one(source: str, variables: Mapping[str, Any], *, html: bool, field: str) -> str:
-    env = html_env if html else text_env
     try:
-        return env.from_string(source).render(**variables)
+        return _compiled(source, html).render(**variables)
     except UndefinedError as exc:
         raise RenderError(f"{field}: missing variable: {exc.message}") from exc
     except JinjaTemplateError as exc:

@@ -30,6 +30,7 @@ class FakeTwilio:
     fail_next: list[int] = field(default_factory=list)
     messages: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
+    port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -116,7 +117,8 @@ class FakeTwilio:
                     },
                 )
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.request_queue_size = 256
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -129,3 +131,28 @@ class FakeTwilio:
     def to(self, number: str) -> list[dict[str, str]]:
         with self.lock:
             return [m for m in self.messages if m["to"] == number]
+
+
+def main() -> None:
+    """Run as a process (benchmarks): ``--port P --out counts.json``; counts on SIGTERM."""
+    import argparse
+    import signal
+    from collections import Counter
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    fake = FakeTwilio(port=args.port)
+    fake.start()
+    Path(str(args.out) + ".ready").write_text("ready")
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    fake.stop()
+    counts = Counter(m["to"] for m in fake.messages)
+    args.out.write_text(json.dumps({"messages": len(fake.messages), "by_recipient": counts}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Crisis broadcasts: tiers, audiences, payloads of the broadcast workflows."""

@@ -1,0 +1,235 @@
+"""Crisis broadcasts end to end: real dev server, SMTP server, Twilio-compatible API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from clarion.crisis.models import BroadcastProgress, BroadcastState, Tier
+from clarion.customers import CustomerRecord
+from clarion.models import Channel, ConsentStatus, Purpose
+from clarion.store import Store, repo
+from clarion.store.tables import BroadcastRecipient
+from starters.sdk import BroadcastHandle
+from tests.conftest import Stack, uid, unique_phone
+from tests.support.processes import wait_until
+
+TIERS = [
+    Tier(
+        name="life-critical",
+        segment="'medical-device' in tags",
+        channels=[Channel.SMS, Channel.EMAIL],
+    ),
+    Tier(name="enterprise", segment="plan == 'enterprise'", channels=[Channel.EMAIL]),
+    Tier(name="everyone", segment="true", channels=[Channel.EMAIL, Channel.SMS]),
+]
+GEN = re.compile(r"\bg(\d+)\]")
+
+
+async def add(
+    store: Store,
+    region: str,
+    *,
+    email: bool = True,
+    phone: str | None = None,
+    plan: str = "basic",
+    tags: list[str] | None = None,
+    revoke: list[tuple[Channel, Purpose]] = (),  # type: ignore[assignment]
+) -> CustomerRecord:
+    ext = uid("cr")
+    record = CustomerRecord(
+        external_id=ext,
+        name=f"Crisis {ext}",
+        email=f"{ext}@example.com" if email else None,
+        phone=phone,
+        attributes={"region": region, "plan": plan, "tags": tags or []},
+    )
+    async with store.transaction() as session:
+        customer, _ = await repo.upsert_customer(session, record=record)
+        for channel, purpose in revoke:
+            await repo.record_consent(
+                session, customer=customer, channel=channel, purpose=purpose,
+                status=ConsentStatus.REVOKED, source="test",
+            )  # fmt: skip
+    return record
+
+
+async def reached(handle: BroadcastHandle, *, within: float = 120) -> BroadcastProgress:
+    progress: list[BroadcastProgress] = []
+
+    async def done() -> bool:
+        p = await handle.progress()
+        progress[:] = [p]
+        return p.state in (BroadcastState.ACTIVE, BroadcastState.RESOLVED) and p.done >= p.total
+
+    await wait_until(done, within=within, what="every recipient to be reached")
+    return progress[0]
+
+
+async def recipients(store: Store, broadcast_id: str) -> list[BroadcastRecipient]:
+    async with store.session() as session:
+        rows = await session.execute(
+            select(BroadcastRecipient)
+            .where(BroadcastRecipient.broadcast_id == broadcast_id)
+            .order_by(BroadcastRecipient.seq)
+        )
+        return list(rows.scalars())
+
+
+async def test_tiers_go_in_order_and_consent_is_respected(stack: Stack) -> None:
+    region = uid("r")
+    critical = [
+        await add(stack.store, region, phone=unique_phone(), tags=["medical-device"])
+        for _ in range(3)
+    ]
+    enterprise = [await add(stack.store, region, plan="enterprise") for _ in range(4)]
+    everyone = [await add(stack.store, region) for _ in range(5)]
+    opted_out = await add(stack.store, region, revoke=[(Channel.EMAIL, Purpose.SERVICE)])
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage",
+        template="crisis-outage",
+        segment=f"region == '{region}'",
+        tiers=TIERS,
+        batch_size=4,
+    )
+    progress = await reached(handle)
+    assert (
+        progress.total == 13
+        and progress.by_status["sent"] == 12
+        and progress.by_status["suppressed"] == 1
+    )
+    assert [(t.tier, t.total, t.sent) for t in progress.tiers] == [
+        ("life-critical", 3, 3),
+        ("enterprise", 4, 4),
+        ("everyone", 6, 5),
+    ]
+    rows = await recipients(stack.store, handle.broadcast_id)
+    by_tier: dict[int, list[BroadcastRecipient]] = defaultdict(list)
+    for r in rows:
+        by_tier[r.tier].append(r)
+    for earlier, later in ((0, 1), (1, 2)):
+        last = max(r.sent_at for r in by_tier[earlier] if r.sent_at)
+        first = min(r.sent_at for r in by_tier[later] if r.sent_at)
+        assert last <= first, (earlier, later)
+    after = [t.notified_after_s for t in progress.tiers]
+    assert all(a is not None for a in after) and after == sorted(after)  # type: ignore[type-var]
+    # Life-critical customers got SMS first; the opted-out customer got nothing.
+    for c in critical:
+        assert c.phone and len(stack.twilio.to(c.phone)) == 1
+    assert all(len(stack.smtp.to(c.email or "")) == 1 for c in enterprise + everyone)
+    assert stack.smtp.to(opted_out.email or "") == []
+    [row] = [r for r in rows if r.customer_external_id == opted_out.external_id]
+    assert row.status == "suppressed" and "opted_out" in row.reason
+
+
+async def test_malformed_contacts_are_reported_and_the_rest_delivered(stack: Stack) -> None:
+    region = uid("r")
+    invalid_phone = unique_phone()
+    stack.twilio.invalid_numbers.add(invalid_phone)
+    fine = [await add(stack.store, region) for _ in range(3)]
+    no_contact = await add(stack.store, region, email=False)
+    sms_fails = await add(stack.store, region, email=False, phone=invalid_phone)
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage", segment=f"region == '{region}'", tiers=TIERS
+    )
+    progress = await reached(handle)
+    assert progress.by_status.get("sent") == 3
+    rows = {r.customer_external_id: r for r in await recipients(stack.store, handle.broadcast_id)}
+    assert rows[no_contact.external_id].status == "suppressed"
+    assert "no_contact_point" in rows[no_contact.external_id].reason
+    assert (
+        rows[sms_fails.external_id].status == "failed"
+        and "21211" in rows[sms_fails.external_id].reason
+    )
+    assert all(rows[c.external_id].status == "sent" for c in fine)
+
+
+async def test_provider_errors_for_a_while_then_completes(stack: Stack) -> None:
+    region = uid("r")
+    phones = [unique_phone() for _ in range(6)]
+    for p in phones:
+        await add(stack.store, region, email=False, phone=p)
+    stack.twilio.fail_next[:] = [503] * 6 + [429] * 6
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+        tiers=[Tier(name="all", channels=[Channel.SMS])],
+    )  # fmt: skip
+    progress = await reached(handle, within=180)
+    assert progress.by_status.get("sent") == 6 and stack.twilio.fail_next == []
+    assert all(len(stack.twilio.to(p)) == 1 for p in phones)
+
+
+async def test_update_mid_broadcast_never_sends_stale_after_new(stack: Stack) -> None:
+    region = uid("r")
+    people = [await add(stack.store, region) for _ in range(8)]
+    stack.smtp.stalled.clear()
+    stack.smtp.release.clear()
+    stack.smtp.stall_rcpt.set()
+    try:
+        handle = await stack.clarion.launch_broadcast(
+            title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+            tiers=[Tier(name="all", channels=[Channel.EMAIL])], batch_size=2,
+        )  # fmt: skip
+        await wait_until(stack.smtp.stalled.is_set, within=60, what="the first send to stall")
+        assert await handle.update("crisis-update") == 2
+    finally:
+        stack.smtp.stall_rcpt.clear()
+        stack.smtp.release.set()
+    await reached(handle)
+
+    async def everyone_has_gen2() -> bool:
+        return all(
+            any(
+                GEN.search(str(m.message["Subject"])) and "g2]" in str(m.message["Subject"])
+                for m in stack.smtp.to(p.email or "")
+            )
+            for p in people
+        )
+
+    await wait_until(everyone_has_gen2, within=120, what="the follow-up to reach everyone")
+    for person in people:
+        gens = [
+            int(GEN.search(str(m.message["Subject"])).group(1))
+            for m in stack.smtp.to(person.email or "")
+        ]  # type: ignore[union-attr]
+        assert gens == sorted(gens) and gens[-1] == 2, (person.external_id, gens)
+        assert len(gens) == len(set(gens))
+
+
+async def test_non_crisis_template_waits_for_approval_then_resolves(stack: Stack) -> None:
+    region = uid("r")
+    people = [await add(stack.store, region) for _ in range(3)]
+    handle = await stack.clarion.launch_broadcast(
+        title="Planned work", template="welcome", segment=f"region == '{region}'",
+        tiers=[Tier(name="all", channels=[Channel.EMAIL])],
+    )  # fmt: skip
+
+    async def awaiting() -> bool:
+        return (await handle.progress()).state is BroadcastState.AWAITING_APPROVAL
+
+    await wait_until(awaiting, within=30, what="approval to be asked")
+    assert all(stack.smtp.to(p.email or "") == [] for p in people)
+    assert await handle.approve("duty-manager") == "approved"
+    await reached(handle)
+    assert await handle.resolve("crisis-resolved") == 2
+    final = await asyncio.wait_for(handle.result(), 60)
+    assert final.state is BroadcastState.RESOLVED
+    for p in people:
+        subjects = [str(m.message["Subject"]) for m in stack.smtp.to(p.email or "")]
+        assert len(subjects) == 2 and "Resolved" in subjects[-1]
+
+
+async def test_explicit_list_reports_unknown_ids(stack: Stack) -> None:
+    region = uid("r")
+    people = [await add(stack.store, region) for _ in range(2)]
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage",
+        customers=[p.external_id for p in people] + ["nobody-1", "nobody-2"],
+        tiers=[Tier(name="all", channels=[Channel.EMAIL])],
+    )  # fmt: skip
+    progress = await reached(handle)
+    assert progress.total == 2 and progress.by_status["sent"] == 2
+    assert progress.unknown_customers == 2

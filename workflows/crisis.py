@@ -1,0 +1,296 @@
+"""Crisis broadcasts.
+
+CrisisBroadcastWorkflow prepares the audience snapshot (in the store, in tier order),
+waits for approval when the template is not a pre-approved crisis template, then
+dispatches tier after tier: each tier is cut into shards (child workflows, so no history
+grows without bound) that run batches of recipients and report each batch back. A
+follow-up (update) or the resolution notice is a new generation of the message: pending
+recipients get the newest one, recipients already reached get a follow-up pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.broadcast import BroadcastActivities
+    from clarion.crisis.models import (
+        BatchInput,
+        BatchReport,
+        BroadcastInput,
+        BroadcastProgress,
+        BroadcastState,
+        Decision,
+        FinishBroadcastInput,
+        FollowUp,
+        NewGeneration,
+        PreparedBroadcast,
+        ShardInput,
+        Tally,
+        TierProgress,
+        TierRange,
+    )
+
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+BATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+
+
+@workflow.defn(name="BroadcastShard")
+class BroadcastShardWorkflow:
+    """Sends one shard of a tier, batch after batch, reporting each batch to the parent."""
+
+    @workflow.run
+    async def run(self, shard: ShardInput) -> Tally:
+        total = Tally()
+        shard_id = workflow.info().workflow_id
+        parent = workflow.get_external_workflow_handle(shard.parent_id)
+        for number, start in enumerate(range(shard.seq_from, shard.seq_to + 1, shard.batch_size)):
+            tally: Tally = await workflow.execute_activity_method(
+                BroadcastActivities.send_broadcast_batch,
+                BatchInput(
+                    broadcast_id=shard.broadcast_id,
+                    tier=shard.tier,
+                    seq_from=start,
+                    seq_to=min(start + shard.batch_size - 1, shard.seq_to),
+                    channels=shard.channels,
+                    workflow_id=shard_id,
+                ),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=BATCH_RETRY,
+            )
+            total.merge(tally)
+            await parent.signal(
+                "batch_done",
+                BatchReport(
+                    shard_id=shard_id, batch_no=number, tier=shard.tier, tally=tally, gen=0
+                ),
+            )
+        return total
+
+
+@workflow.defn(name="CrisisBroadcast")
+class CrisisBroadcastWorkflow:
+    def __init__(self) -> None:
+        self.state = BroadcastState.PREPARING
+        self.input: BroadcastInput | None = None
+        self.prepared: PreparedBroadcast | None = None
+        self.reports: set[tuple[str, int]] = set()
+        self.tally = Tally()  # the first pass: every recipient once
+        self.followups = Tally()  # later passes: follow-ups and the resolution
+        self.pass_no = 0
+        self.gen = 1
+        self.dispatched_gen = 0
+        self.resolution_gen: int | None = None
+        self.decision: Decision | None = None
+        self.cancelled = False
+        self.reason = ""
+        self.launched_at: datetime | None = None
+        self.tier_done_after: dict[int, float] = {}
+
+    # ----------------------------------------------------------------- messages
+
+    @workflow.signal(name="batch_done")
+    def batch_done(self, report: BatchReport) -> None:
+        key = (report.shard_id, report.batch_no)
+        if key in self.reports:
+            return  # a duplicate report
+        self.reports.add(key)
+        (self.tally if self.pass_no <= 1 else self.followups).merge(report.tally)
+
+    @workflow.update(name="approve")
+    async def approve(self, decision: Decision) -> str:
+        self.decision = decision
+        return "approved" if decision.approved else "rejected"
+
+    @approve.validator
+    def _check_approve(self, decision: Decision) -> None:
+        if self.state is not BroadcastState.AWAITING_APPROVAL or self.decision is not None:
+            raise ValueError(f"the broadcast is {self.state.value}; no approval is pending")
+        if not decision.approved and not decision.reason.strip():
+            raise ValueError("a rejection needs a reason")
+
+    @workflow.update(name="follow_up")
+    async def follow_up(self, message: FollowUp) -> int:
+        """A newer message: pending recipients get it instead, reached ones as a follow-up."""
+        assert self.input is not None
+        result = await workflow.execute_activity_method(
+            BroadcastActivities.new_generation,
+            NewGeneration(
+                broadcast_id=self.input.broadcast_id, template=message.template, kind=message.kind
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+        if not result.ok:
+            raise ValueError(result.error)  # reported to the caller as a failed update
+        self.gen = max(self.gen, result.gen)
+        if message.kind == "resolution":
+            self.resolution_gen = result.gen
+        return result.gen
+
+    @follow_up.validator
+    def _check_follow_up(self, message: FollowUp) -> None:
+        if self.state not in (BroadcastState.DISPATCHING, BroadcastState.ACTIVE):
+            raise ValueError(f"the broadcast is {self.state.value}; it takes no more messages")
+        if self.resolution_gen is not None:
+            raise ValueError("the broadcast is being resolved")
+        if message.kind not in ("update", "resolution"):
+            raise ValueError(f"kind {message.kind!r}: use update or resolution")
+
+    @workflow.signal(name="cancel")
+    def cancel(self, reason: str) -> None:
+        self.cancelled = True
+        self.reason = reason or "cancelled"
+
+    @workflow.query(name="progress")
+    def progress(self) -> BroadcastProgress:
+        assert self.input is not None
+        ranges = self.prepared.ranges if self.prepared else []
+        total = sum(r.count for r in ranges)
+        tiers = []
+        for r in ranges:
+            sent = self.tally.total(tier=r.tier, status="sent")
+            failed = self.tally.total(tier=r.tier, status="failed")
+            suppressed = self.tally.total(tier=r.tier, status="suppressed")
+            tiers.append(
+                TierProgress(
+                    tier=self.input.tiers[r.tier].name,
+                    total=r.count,
+                    pending=max(0, r.count - sent - failed - suppressed),
+                    sent=sent,
+                    failed=failed,
+                    suppressed=suppressed,
+                    notified_after_s=self.tier_done_after.get(r.tier),
+                )
+            )
+        done = self.tally.total()
+        by_status: dict[str, int] = {"pending": max(0, total - done)}
+        by_channel: dict[str, int] = {}
+        for key, n in self.tally.counts.items():
+            _, channel, status = key.split("|")
+            by_status[status] = by_status.get(status, 0) + n
+            if status == "sent":
+                by_channel[channel] = by_channel.get(channel, 0) + n
+        by_status["followups_sent"] = self.followups.total(status="sent")
+        elapsed = (workflow.now() - self.launched_at).total_seconds() if self.launched_at else 0.0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        return BroadcastProgress(
+            broadcast_id=self.input.broadcast_id,
+            state=self.state,
+            gen=self.gen,
+            total=total,
+            done=done,
+            by_status=by_status,
+            by_channel=by_channel,
+            tiers=tiers,
+            rate_per_s=round(rate, 2),
+            eta_s=round((total - done) / rate, 1)
+            if rate > 0 and done < total
+            else (0.0 if done >= total else None),
+            launched_at=self.launched_at,
+            possible_duplicates=self.tally.possible_duplicates + self.followups.possible_duplicates,
+            unknown_customers=self.prepared.unknown_customers if self.prepared else 0,
+            reason=self.reason,
+        )
+
+    # ----------------------------------------------------------------- run
+
+    @workflow.run
+    async def run(self, inp: BroadcastInput) -> BroadcastProgress:
+        self.input = inp
+        self.prepared = await workflow.execute_activity_method(
+            BroadcastActivities.prepare_broadcast,
+            inp,
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=STORE_RETRY,
+        )
+        if not self.prepared.ok:
+            self.reason = self.prepared.error
+            return await self._end(BroadcastState.CANCELLED)
+        if not self.prepared.pre_approved:
+            await self._set(BroadcastState.AWAITING_APPROVAL)
+            await workflow.wait_condition(lambda: self.decision is not None or self.cancelled)
+            if self.cancelled:
+                return await self._end(BroadcastState.CANCELLED)
+            assert self.decision is not None
+            if not self.decision.approved:
+                self.reason = f"rejected by {self.decision.operator}: {self.decision.reason}"
+                return await self._end(BroadcastState.REJECTED)
+        self.launched_at = workflow.now()
+        await self._set(BroadcastState.DISPATCHING)
+        while not self.cancelled:
+            target = self.gen
+            self.pass_no += 1
+            await self._dispatch(self.prepared.ranges)
+            self.dispatched_gen = target
+            if self.cancelled:
+                break
+            if self.resolution_gen is not None and self.dispatched_gen >= self.resolution_gen:
+                return await self._end(BroadcastState.RESOLVED)
+            if self.state is not BroadcastState.ACTIVE:
+                await self._set(BroadcastState.ACTIVE)
+            await workflow.wait_condition(lambda: self.gen > self.dispatched_gen or self.cancelled)
+        return await self._end(BroadcastState.CANCELLED)
+
+    async def _dispatch(self, ranges: list[TierRange]) -> None:
+        """One pass: every tier in order; within a tier, shards in parallel."""
+        assert self.input is not None
+        inp = self.input
+        for r in ranges:
+            shards = [
+                (start, min(start + inp.shard_size - 1, r.seq_to))
+                for start in range(r.seq_from, r.seq_to + 1, inp.shard_size)
+            ]
+            gate = asyncio.Semaphore(inp.max_parallel_shards)
+
+            async def run_shard(
+                start: int, end: int, tier: int = r.tier, gate: asyncio.Semaphore = gate
+            ) -> None:
+                async with gate:
+                    if self.cancelled:
+                        return
+                    await workflow.execute_child_workflow(
+                        BroadcastShardWorkflow.run,
+                        ShardInput(
+                            broadcast_id=inp.broadcast_id,
+                            parent_id=workflow.info().workflow_id,
+                            tier=tier,
+                            seq_from=start,
+                            seq_to=end,
+                            channels=inp.tiers[tier].channels,
+                            batch_size=inp.batch_size,
+                        ),
+                        id=f"{workflow.info().workflow_id}/p{self.pass_no}/t{tier}/{start}",
+                    )
+
+            await asyncio.gather(*(run_shard(a, b) for a, b in shards))
+            if self.pass_no == 1 and self.launched_at is not None:
+                self.tier_done_after[r.tier] = (workflow.now() - self.launched_at).total_seconds()
+            if self.cancelled:
+                return
+
+    async def _set(self, state: BroadcastState) -> None:
+        assert self.input is not None
+        self.state = state
+        await workflow.execute_activity_method(
+            BroadcastActivities.set_state,
+            FinishBroadcastInput(broadcast_id=self.input.broadcast_id, state=state),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+
+    async def _end(self, state: BroadcastState) -> BroadcastProgress:
+        await self._set(state)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress()
