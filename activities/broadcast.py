@@ -41,6 +41,7 @@ from clarion.crisis.models import (
     TierRange,
 )
 from clarion.errors import NotFound, PermanentChannelError, RenderError, RetryableChannelError
+from clarion.faults import failpoint
 from clarion.logging import get_logger
 from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Purpose
 from clarion.policy import ConsentFact, decide_consent
@@ -324,6 +325,7 @@ class BroadcastActivities:
                         plan.duplicate = True
                     plan.recipient.status = "sending"
         await self._send_all(plans)
+        await failpoint(self.settings.failpoints, "broadcast_after_send")
         await self._record(data, plans, gen, message, tally)
         return sum(1 for p in plans if p.retry)
 
@@ -414,13 +416,13 @@ class BroadcastActivities:
             if plan.ladder and not plan.failed:
                 first[plan.ladder[0]] += 1
         for channel, n in first.items():
-            await self.limiter.acquire(channel, n)
+            await self.limiter.acquire(channel, n, on_wait=activity.heartbeat)
 
         async def one(plan: _Plan) -> None:
             async with gate:
                 for position, channel in enumerate(plan.ladder):
                     if position > 0:
-                        await self.limiter.acquire(channel, 1)
+                        await self.limiter.acquire(channel, 1, on_wait=activity.heartbeat)
                     outcome = await self._send_with_retries(channel, plan.outgoing[channel])
                     if isinstance(outcome, tuple):
                         plan.sent_channel, (plan.provider, plan.provider_id) = channel, outcome

@@ -2,7 +2,9 @@
 
 ``CLARION_FAILPOINTS="after_send_recorded=hang"`` makes a worker stop right after it has
 recorded a provider's acceptance, so that an operator (or a test) can kill it there and
-watch the next worker finish the message without sending it again. Actions: ``hang``
+watch the next worker finish the message without sending it again;
+``broadcast_after_send`` stops a broadcast batch after a chunk went out and before its
+outcomes are written (the worst moment: the retry sends that chunk again). Actions: ``hang``
 (wait forever) and ``exit`` (end the process at once, as a crash would).
 """
 

@@ -263,6 +263,7 @@ class ClarionClient:
         broadcast_id: str | None = None,
         batch_size: int = 500,
         shard_size: int = 10_000,
+        heartbeat_timeout_s: int = 30,
     ) -> BroadcastHandle:
         """Launch a crisis broadcast to a segment or to a list of customer ids (staged in
         the store, never carried in a payload); returns at once with a handle."""
@@ -297,6 +298,7 @@ class ClarionClient:
             tiers=tiers or load_tiers(self.settings.crisis_tiers_file),
             batch_size=batch_size,
             shard_size=shard_size,
+            heartbeat_timeout_s=heartbeat_timeout_s,
         )
         handle = await self.temporal.start_workflow(
             CrisisBroadcastWorkflow.run,

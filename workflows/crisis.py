@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         TierRange,
     )
 
+MIN_SHARD = 50
 STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
@@ -66,7 +67,7 @@ class BroadcastShardWorkflow:
                     workflow_id=shard_id,
                 ),
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
                 retry_policy=BATCH_RETRY,
             )
             total.merge(tally)
@@ -248,9 +249,12 @@ class CrisisBroadcastWorkflow:
         assert self.input is not None
         inp = self.input
         for r in ranges:
+            # Spread a tier over the parallel shards (so that store work in one overlaps
+            # sending in another), with no shard above shard_size and none tiny.
+            length = min(inp.shard_size, max(MIN_SHARD, -(-r.count // inp.max_parallel_shards)))
             shards = [
-                (start, min(start + inp.shard_size - 1, r.seq_to))
-                for start in range(r.seq_from, r.seq_to + 1, inp.shard_size)
+                (start, min(start + length - 1, r.seq_to))
+                for start in range(r.seq_from, r.seq_to + 1, length)
             ]
             gate = asyncio.Semaphore(inp.max_parallel_shards)
 
@@ -270,6 +274,7 @@ class CrisisBroadcastWorkflow:
                             seq_to=end,
                             channels=inp.tiers[tier].channels,
                             batch_size=inp.batch_size,
+                            heartbeat_timeout_s=inp.heartbeat_timeout_s,
                         ),
                         id=f"{workflow.info().workflow_id}/p{self.pass_no}/t{tier}/{start}",
                     )

@@ -75,6 +75,7 @@ class BroadcastInput(_Payload):
     batch_size: int = Field(default=500, ge=1, le=5000)
     shard_size: int = Field(default=10_000, ge=1)
     max_parallel_shards: int = Field(default=4, ge=1, le=64)
+    heartbeat_timeout_s: int = Field(default=30, ge=2, le=3600)
 
 
 class TierRange(_Payload):
@@ -144,6 +145,7 @@ class ShardInput(_Payload):
     seq_to: int
     channels: list[Channel]
     batch_size: int
+    heartbeat_timeout_s: int = 30
 
 
 class Decision(_Payload):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -24,8 +25,11 @@ class RateLimiter:
         self.store = store
         self.rates = {c: r for c, r in rates.items() if r > 0}
 
-    async def acquire(self, channel: Channel, n: int = 1) -> float:
-        """Returns the seconds spent waiting."""
+    async def acquire(
+        self, channel: Channel, n: int = 1, *, on_wait: Callable[[], object] | None = None
+    ) -> float:
+        """Returns the seconds spent waiting; ``on_wait`` is called before each wait
+        (an activity passes its heartbeat)."""
         rate = self.rates.get(channel)
         if rate is None or n <= 0:
             return 0.0
@@ -36,6 +40,8 @@ class RateLimiter:
             if delay == 0:
                 n -= take
             else:
+                if on_wait is not None:
+                    on_wait()
                 waited += delay
                 await asyncio.sleep(delay)
         return waited

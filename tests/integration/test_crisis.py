@@ -233,3 +233,49 @@ async def test_explicit_list_reports_unknown_ids(stack: Stack) -> None:
     progress = await reached(handle)
     assert progress.total == 2 and progress.by_status["sent"] == 2
     assert progress.unknown_customers == 2
+
+
+async def test_worker_killed_mid_broadcast_duplicates_bounded_and_reported(
+    stack: Stack, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from starters.sdk import ClarionClient
+    from tests.support.processes import spawn_cli
+
+    region = uid("r")
+    people = [await add(stack.store, region) for _ in range(30)]
+    target = stack.client.service_client.config.target_host
+    settings = stack.settings.model_copy(
+        update={"temporal_address": target, "task_queue": uid("tq")}
+    )
+    log = Path(str(tmp_path)) / "workers.log"
+    first = await spawn_cli(
+        settings.model_copy(update={"failpoints": "broadcast_after_send=hang"}), "worker", log=log
+    )
+    clarion = ClarionClient(stack.client, settings, store=stack.store)
+    try:
+        handle = await clarion.launch_broadcast(
+            title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+            tiers=[Tier(name="all", channels=[Channel.EMAIL])],
+            batch_size=10, heartbeat_timeout_s=4,
+        )  # fmt: skip
+
+        def first_chunk_out() -> bool:
+            return sum(len(stack.smtp.to(p.email or "")) for p in people) >= 10
+
+        await wait_until(first_chunk_out, within=60, what="the first chunk to go out")
+    finally:
+        first.kill()  # dies after sending, before recording
+        await first.wait()
+    second = await spawn_cli(settings, "worker", log=log)
+    try:
+        progress = await reached(handle, within=120)
+    finally:
+        second.terminate()
+        await second.wait()
+    received = [len(stack.smtp.to(p.email or "")) for p in people]
+    assert all(n >= 1 for n in received)  # everyone notified
+    duplicates = sum(n - 1 for n in received)
+    assert duplicates == progress.possible_duplicates == 10  # exactly the chunk in flight, reported
+    assert progress.by_status["sent"] == 30
