@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -26,9 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deliver import CONTACT_KIND, render_for, render_variables
-from clarion.channels import OutgoingEmail, OutgoingMessage, OutgoingSms, Provider
+from activities.deliver import CONTACT_KIND, outgoing_for, render_for, render_variables
+from clarion.channels import OutgoingMessage, Provider
 from clarion.config import Settings
+from clarion.crisis.acks import make_ack_token
 from clarion.crisis.models import (
     BatchInput,
     BroadcastInput,
@@ -47,7 +49,7 @@ from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Pu
 from clarion.policy import ConsentFact, decide_consent
 from clarion.store import Store, repo
 from clarion.store.ratelimit import RateLimiter
-from clarion.store.segments import compile_segment
+from clarion.store.segments import SegmentError, compile_segment
 from clarion.store.tables import (
     AudienceListEntry,
     AuditEvent,
@@ -59,7 +61,7 @@ from clarion.store.tables import (
     Delivery,
     utcnow,
 )
-from clarion.templates import RenderedEmail, TemplateDefinition
+from clarion.templates import TemplateDefinition
 
 log = get_logger(__name__)
 
@@ -68,8 +70,10 @@ RETRIES_IN_BATCH = 3
 CRISIS_CATEGORY = "crisis"
 
 
-def broadcast_message_id(broadcast_id: str, gen: int, customer_id: str) -> str:
-    return f"crisis-{broadcast_id}-g{gen}-{customer_id}"
+def broadcast_message_id(
+    broadcast_id: str, gen: int, customer_id: str, escalation: bool = False
+) -> str:
+    return f"crisis-{broadcast_id}-g{gen}{'-esc' if escalation else ''}-{customer_id}"
 
 
 @dataclass
@@ -137,7 +141,10 @@ class BroadcastActivities:
                         )
                     )
                     await session.flush()
-                    await self._snapshot(session, data)
+                    try:
+                        await self._snapshot(session, data)
+                    except SegmentError as exc:
+                        return PreparedBroadcast(ok=False, error=str(exc))
                 ranges = await self._ranges(session, data.broadcast_id)
                 unknown = 0
                 if data.audience.list_id:
@@ -303,14 +310,24 @@ class BroadcastActivities:
             message = await session.get(BroadcastMessage, (data.broadcast_id, gen))
             assert message is not None
             definition = await self._definition(session, message.template, message.template_version)
+            if data.escalate:  # reached, not acknowledged, not yet escalated
+                which = [
+                    BroadcastRecipient.status == "sent",
+                    BroadcastRecipient.acked_at.is_(None),
+                    BroadcastRecipient.escalated_at.is_(None),
+                ]
+            else:  # not yet handled for the current generation
+                which = [
+                    BroadcastRecipient.gen_sent < gen,
+                    BroadcastRecipient.status.in_(("pending", "sending", "sent")),
+                ]
             recipients = list(
                 (
                     await session.execute(
                         select(BroadcastRecipient).where(
                             BroadcastRecipient.broadcast_id == data.broadcast_id,
                             BroadcastRecipient.seq.between(seq_from, seq_to),
-                            BroadcastRecipient.gen_sent < gen,
-                            BroadcastRecipient.status.in_(("pending", "sending", "sent")),
+                            *which,
                         )
                     )
                 ).scalars()
@@ -320,13 +337,13 @@ class BroadcastActivities:
             plans = await self._plan(session, data, recipients, gen, message, definition)
             # Mark what goes out as "sending" before any provider sees it.
             for plan in plans:
-                if plan.ladder and not plan.failed:
+                if plan.ladder and not plan.failed and not data.escalate:
                     if plan.recipient.status == "sending":
                         plan.duplicate = True
                     plan.recipient.status = "sending"
         await self._send_all(plans)
         await failpoint(self.settings.failpoints, "broadcast_after_send")
-        await self._record(data, plans, gen, message, tally)
+        await self._record(data, plans, gen, message, definition.purpose, tally)
         return sum(1 for p in plans if p.retry)
 
     async def _definition(
@@ -372,7 +389,9 @@ class BroadcastActivities:
                 )
             )
         purpose = definition.purpose
-        context = {"broadcast": {"id": data.broadcast_id, "generation": gen, "kind": message.kind}}
+        secret = self.settings.ack_secret.get_secret_value()
+        ack_links = data.ack_within_s is not None and bool(secret)
+        expires = utcnow() + timedelta(seconds=max(data.ack_within_s or 0, 86_400) * 2)
         plans: list[_Plan] = []
         for recipient in recipients:
             customer = customers.get(recipient.customer_external_id)
@@ -382,8 +401,17 @@ class BroadcastActivities:
                 plan.failed, plan.reason = True, "unknown customer"
                 continue
             reasons: list[str] = []
-            mid = broadcast_message_id(data.broadcast_id, gen, customer.external_id)
-            variables = render_variables(customer, context, mid)
+            mid = broadcast_message_id(data.broadcast_id, gen, customer.external_id, data.escalate)
+            about: dict[str, Any] = {
+                "id": data.broadcast_id,
+                "generation": gen,
+                "kind": message.kind,
+                "escalation": data.escalate,
+            }
+            if ack_links:
+                token = make_ack_token(secret, data.broadcast_id, customer.external_id, expires)
+                about["ack_url"] = f"{self.settings.public_base_url.rstrip('/')}/ack/{token}"
+            variables = render_variables(customer, {"broadcast": about}, mid)
             for channel in data.channels:
                 address = repo.contact_of(customer, CONTACT_KIND[channel])
                 decision = decide_consent(
@@ -398,11 +426,7 @@ class BroadcastActivities:
                     reasons.append(f"{channel.value}: template_error: {exc}")
                     continue
                 assert address is not None
-                plan.outgoing[channel] = (
-                    OutgoingEmail(mid, address, rendered.subject, rendered.text, rendered.html)
-                    if isinstance(rendered, RenderedEmail)
-                    else OutgoingSms(mid, address, rendered.body)
-                )
+                plan.outgoing[channel] = outgoing_for(mid, address, rendered)
                 plan.ladder.append(channel)
             if not plan.ladder:
                 plan.reason = "; ".join(reasons)
@@ -464,6 +488,7 @@ class BroadcastActivities:
         plans: list[_Plan],
         gen: int,
         message: BroadcastMessage,
+        purpose: Purpose,
         tally: Tally,
     ) -> None:
         """Write every final outcome of the chunk in one transaction, in bulk."""
@@ -475,7 +500,9 @@ class BroadcastActivities:
             if plan.retry:
                 continue  # stays "sending": the retried batch sends it (counted as a duplicate)
             r = plan.recipient
-            mid = broadcast_message_id(data.broadcast_id, gen, r.customer_external_id)
+            mid = broadcast_message_id(
+                data.broadcast_id, gen, r.customer_external_id, data.escalate
+            )
             audit = {
                 "customer_external_id": r.customer_external_id,
                 "message_id": mid,
@@ -490,9 +517,18 @@ class BroadcastActivities:
                 "seq": r.seq,
                 "gen_sent": gen,
             }
+            if data.escalate:
+                # An escalation notes the attempt and leaves the delivery state alone.
+                update_row = {"broadcast_id": r.broadcast_id, "seq": r.seq, "escalated_at": now}
             if plan.sent_channel is not None:
                 channel = plan.sent_channel.value
-                update_row |= {"status": "sent", "channel": channel, "sent_at": now, "reason": ""}
+                if not data.escalate:
+                    update_row |= {
+                        "status": "sent",
+                        "channel": channel,
+                        "sent_at": now,
+                        "reason": "",
+                    }
                 tally.add(data.tier, channel, "sent")
                 tally.possible_duplicates += plan.duplicate
                 deliveries.append(
@@ -504,7 +540,7 @@ class BroadcastActivities:
                         "channel": channel,
                         "template": message.template,
                         "template_version": message.template_version,
-                        "purpose": "service",
+                        "purpose": purpose.value,
                         "status": DeliveryStatus.SENT.value,
                         "provider": plan.provider,
                         "provider_message_id": plan.provider_id,
@@ -526,9 +562,9 @@ class BroadcastActivities:
                 )
             else:
                 status = "failed" if plan.failed else "suppressed"
-                if (
-                    r.status not in ("sent",) or r.gen_sent == 0
-                ):  # a recipient once reached stays "sent"
+                if data.escalate:
+                    update_row["reason"] = f"escalation: {plan.reason}"
+                elif r.status != "sent" or r.gen_sent == 0:  # once reached, stays "sent"
                     update_row |= {"status": status, "reason": plan.reason}
                 else:
                     update_row |= {"status": "sent"}
@@ -549,26 +585,6 @@ class BroadcastActivities:
                 await session.execute(update(BroadcastRecipient), recipients)
             await _insert_new(session, Delivery, Delivery.attempt_id, "attempt_id", deliveries)
             await _insert_new(session, AuditEvent, AuditEvent.dedupe_key, "dedupe_key", audits)
-
-    @activity.defn(name="count_behind")
-    async def count_behind(self, broadcast_id: str) -> int:
-        """Recipients reached with an older generation than the current one."""
-        async with self.store.session() as session:
-            broadcast = await session.get(Broadcast, broadcast_id)
-            if broadcast is None:
-                return 0
-            return int(
-                await session.scalar(
-                    select(func.count())
-                    .select_from(BroadcastRecipient)
-                    .where(
-                        BroadcastRecipient.broadcast_id == broadcast_id,
-                        BroadcastRecipient.status == "sent",
-                        BroadcastRecipient.gen_sent < broadcast.current_gen,
-                    )
-                )
-                or 0
-            )
 
 
 async def _insert_new(

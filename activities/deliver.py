@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from clarion.channels import OutgoingEmail, OutgoingMessage, OutgoingSms, Provider
+from clarion.channels import OutgoingCall, OutgoingEmail, OutgoingMessage, OutgoingSms, Provider
 from clarion.config import Settings
 from clarion.errors import NotFound, PermanentChannelError, RenderError, RetryableChannelError
 from clarion.faults import failpoint
@@ -40,12 +40,19 @@ from clarion.models import (
 from clarion.policy import ConsentDecision, decide_consent
 from clarion.store import Store, repo
 from clarion.store.tables import Customer, Delivery
-from clarion.templates import RenderedEmail, RenderedSms, TemplateDefinition, render, resolve_locale
+from clarion.templates import (
+    RenderedEmail,
+    RenderedSms,
+    RenderedVoice,
+    TemplateDefinition,
+    render,
+    resolve_locale,
+)
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-CONTACT_KIND = {Channel.EMAIL: "email", Channel.SMS: "phone"}
+CONTACT_KIND = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.VOICE: "phone"}
 
 # Error types the workflow treats as final for a channel (and falls back on).
 PERMANENT_ERROR_TYPES = ["PermanentChannelError", "RenderError", "NotFound"]
@@ -74,7 +81,7 @@ def render_variables(
 
 def render_for(
     definition: TemplateDefinition, customer: Customer, channel: Channel, variables: dict[str, Any]
-) -> RenderedEmail | RenderedSms:
+) -> RenderedEmail | RenderedSms | RenderedVoice:
     """Render the customer's locale (with fallback) for ``channel``; RenderError if impossible."""
     locale = resolve_locale(definition.locales, customer.locale, definition.default_locale)
     variant = definition.locales[locale].for_channel(channel)
@@ -84,6 +91,17 @@ def render_for(
     if variant is None:
         raise RenderError(f"template {definition.name!r} has no {channel.value} variant")
     return render(variant, variables, where=f"locales.{locale}.{channel.value}")
+
+
+def outgoing_for(
+    message_id: str, address: str, rendered: RenderedEmail | RenderedSms | RenderedVoice
+) -> OutgoingMessage:
+    """What a provider sends, from a rendered variant and the recipient's address."""
+    if isinstance(rendered, RenderedEmail):
+        return OutgoingEmail(message_id, address, rendered.subject, rendered.text, rendered.html)
+    if isinstance(rendered, RenderedVoice):
+        return OutgoingCall(message_id, address, rendered.say)
+    return OutgoingSms(message_id, address, rendered.body)
 
 
 async def _with_heartbeat(awaitable: Awaitable[T], every: float = 1.0) -> T:
@@ -194,20 +212,15 @@ class DeliveryActivities:
                 )
 
     def _outgoing(
-        self, data: SendInput, customer: Customer, rendered: RenderedEmail | RenderedSms
+        self,
+        data: SendInput,
+        customer: Customer,
+        rendered: RenderedEmail | RenderedSms | RenderedVoice,
     ) -> OutgoingMessage:
         address = repo.contact_of(customer, CONTACT_KIND[data.channel])
         if address is None:
             raise PermanentChannelError(f"customer has no {CONTACT_KIND[data.channel]}")
-        if isinstance(rendered, RenderedEmail):
-            return OutgoingEmail(
-                message_id=data.message_id,
-                to=address,
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-            )
-        return OutgoingSms(message_id=data.message_id, to=address, body=rendered.body)
+        return outgoing_for(data.message_id, address, rendered)
 
     async def _record_failure(
         self,

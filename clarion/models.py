@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class Channel(StrEnum):
     EMAIL = "email"
     SMS = "sms"
+    VOICE = "voice"  # a phone call that reads the message (Twilio, TwiML <Say>)
 
 
 class Purpose(StrEnum):

@@ -1049,6 +1049,44 @@ def crisis_cancel(
     out.print(f"broadcast {broadcast_id}: cancel requested")
 
 
+@crisis_app.command("ack")
+def crisis_ack(
+    broadcast_id: str, customer: Annotated[str, typer.Argument(help="Customer id")]
+) -> None:
+    """Record that a customer acknowledged the broadcast (e.g. confirmed by phone)."""
+    first = _broadcast_call(broadcast_id, lambda h: h.acknowledge(customer))
+    out.print(
+        f"{customer}: {'acknowledged' if first else 'already acknowledged, or not a recipient'}"
+    )
+
+
+@crisis_app.command("reply")
+def crisis_reply(
+    sender: Annotated[str, typer.Argument(help="The phone number the reply came from")],
+    body: Annotated[str, typer.Argument(help="The text of the reply")] = "",
+) -> None:
+    """Process an SMS reply: it acknowledges every active broadcast that reached the number."""
+    from clarion.customers import normalise_phone
+    from clarion.errors import ValidationFailed
+    from clarion.store import broadcasts as broadcast_repo
+    from clarion.store.tables import utcnow
+
+    s = settings()
+    try:
+        phone = normalise_phone(sender, s.default_phone_region)
+    except ValidationFailed as exc:
+        raise Fail(str(exc), 2) from exc
+
+    async def main(store: Store) -> list[str]:
+        async with store.transaction() as session:
+            return await broadcast_repo.ack_by_phone(session, phone=phone, at=utcnow())
+
+    acked = run(with_store(s, main))
+    out.print(
+        f"acknowledged: {', '.join(acked) or 'nothing (no active broadcast reached this number)'}"
+    )
+
+
 @crisis_app.command("approve")
 def crisis_approve(
     broadcast_id: str,

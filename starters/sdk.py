@@ -44,6 +44,7 @@ from clarion.journeys.models import (
 )
 from clarion.models import Channel, DeliverMessageInput, DeliveryOutcome, Purpose
 from clarion.store import Store
+from clarion.store import broadcasts as broadcast_repo
 from clarion.store import journeys as journey_repo
 from clarion.store.segments import SegmentError, compile_segment
 from clarion.store.tables import AudienceListEntry
@@ -276,6 +277,12 @@ class ClarionClient:
                 compile_segment(segment, "sqlite")
             except (ExpressionError, SegmentError) as exc:
                 raise ValidationFailed("segment", segment, str(exc)) from exc
+        tiers = tiers or load_tiers(self.settings.crisis_tiers_file)
+        for i, tier in enumerate(tiers):
+            try:
+                compile_segment(tier.segment, "sqlite")
+            except (ExpressionError, SegmentError) as exc:
+                raise ValidationFailed(f"tiers.{i}.segment", tier.segment, str(exc)) from exc
         broadcast_id = broadcast_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         list_id = None
         if customers is not None:
@@ -295,7 +302,7 @@ class ClarionClient:
             ),
             template=template,
             audience=Audience(segment=segment, list_id=list_id),
-            tiers=tiers or load_tiers(self.settings.crisis_tiers_file),
+            tiers=tiers,
             batch_size=batch_size,
             shard_size=shard_size,
             heartbeat_timeout_s=heartbeat_timeout_s,
@@ -306,13 +313,13 @@ class ClarionClient:
             id=broadcast_workflow_id(broadcast_id),
             task_queue=self.settings.task_queue,
         )
-        return BroadcastHandle(handle, broadcast_id)
+        return BroadcastHandle(handle, broadcast_id, self.store)
 
     def broadcast(self, broadcast_id: str) -> BroadcastHandle:
         handle = self.temporal.get_workflow_handle_for(
             CrisisBroadcastWorkflow.run, broadcast_workflow_id(broadcast_id)
         )
-        return BroadcastHandle(handle, broadcast_id)
+        return BroadcastHandle(handle, broadcast_id, self.store)
 
 
 def _now() -> datetime:
@@ -323,14 +330,34 @@ class BroadcastHandle:
     """A running crisis broadcast."""
 
     def __init__(
-        self, handle: WorkflowHandle[CrisisBroadcastWorkflow, BroadcastProgress], broadcast_id: str
+        self,
+        handle: WorkflowHandle[CrisisBroadcastWorkflow, BroadcastProgress],
+        broadcast_id: str,
+        store: Store,
     ) -> None:
         self._handle = handle
+        self._store = store
         self.broadcast_id = broadcast_id
         self.workflow_id = handle.id
 
     async def progress(self) -> BroadcastProgress:
-        return await self._handle.query(CrisisBroadcastWorkflow.progress)
+        """The workflow's counts, with acknowledgements as recorded in the store now."""
+        progress = await self._handle.query(CrisisBroadcastWorkflow.progress)
+        async with self._store.session() as session:
+            acks = await broadcast_repo.ack_counts(session, broadcast_id=self.broadcast_id)
+        tiers = [
+            t.model_copy(update={"acknowledged": acks.get(i, (0, 0))[0]})
+            for i, t in enumerate(progress.tiers)
+        ]
+        acknowledged = sum(a for a, _ in acks.values())
+        return progress.model_copy(update={"tiers": tiers, "acknowledged": acknowledged})
+
+    async def acknowledge(self, customer_id: str) -> bool:
+        """Record that the customer acknowledged (a reply, a click); True the first time."""
+        async with self._store.transaction() as session:
+            return await broadcast_repo.record_ack(
+                session, broadcast_id=self.broadcast_id, customer_id=customer_id, at=_now()
+            )
 
     async def approve(self, operator: str, *, approved: bool = True, reason: str = "") -> str:
         decision = Decision(approved=approved, operator=operator, reason=reason)

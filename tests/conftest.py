@@ -197,6 +197,7 @@ def make_settings(
         twilio_from_number="+14155550100",
         twilio_base_url=twilio.base_url,
         twilio_timeout=5,
+        ack_secret="test-ack-secret",
         **extra,
     )
 

@@ -45,7 +45,6 @@ def build_worker(
         broadcasts.new_generation,
         broadcasts.set_state,
         broadcasts.send_broadcast_batch,
-        broadcasts.count_behind,
     ]
     return Worker(
         client,

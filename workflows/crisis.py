@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         TierProgress,
         TierRange,
     )
+    from clarion.policy.timing import parse_duration
 
 MIN_SHARD = 50
 STORE_RETRY = RetryPolicy(
@@ -44,6 +45,10 @@ BATCH_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
 )
+
+
+def _seconds(duration: str | None) -> float | None:
+    return None if duration is None else parse_duration(duration).total_seconds()
 
 
 @workflow.defn(name="BroadcastShard")
@@ -65,6 +70,8 @@ class BroadcastShardWorkflow:
                     seq_to=min(start + shard.batch_size - 1, shard.seq_to),
                     channels=shard.channels,
                     workflow_id=shard_id,
+                    escalate=shard.escalate,
+                    ack_within_s=shard.ack_within_s,
                 ),
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
@@ -74,7 +81,12 @@ class BroadcastShardWorkflow:
             await parent.signal(
                 "batch_done",
                 BatchReport(
-                    shard_id=shard_id, batch_no=number, tier=shard.tier, tally=tally, gen=0
+                    shard_id=shard_id,
+                    batch_no=number,
+                    tier=shard.tier,
+                    tally=tally,
+                    gen=0,
+                    escalation=shard.escalate,
                 ),
             )
         return total
@@ -89,6 +101,8 @@ class CrisisBroadcastWorkflow:
         self.reports: set[tuple[str, int]] = set()
         self.tally = Tally()  # the first pass: every recipient once
         self.followups = Tally()  # later passes: follow-ups and the resolution
+        self.escalations = Tally()  # second sends to recipients who did not acknowledge
+        self.escalation_tasks: list[asyncio.Task[None]] = []
         self.pass_no = 0
         self.gen = 1
         self.dispatched_gen = 0
@@ -107,7 +121,10 @@ class CrisisBroadcastWorkflow:
         if key in self.reports:
             return  # a duplicate report
         self.reports.add(key)
-        (self.tally if self.pass_no <= 1 else self.followups).merge(report.tally)
+        if report.escalation:
+            self.escalations.merge(report.tally)
+        else:
+            (self.tally if self.pass_no <= 1 else self.followups).merge(report.tally)
 
     @workflow.update(name="approve")
     async def approve(self, decision: Decision) -> str:
@@ -150,9 +167,14 @@ class CrisisBroadcastWorkflow:
             raise ValueError(f"kind {message.kind!r}: use update or resolution")
 
     @workflow.signal(name="cancel")
-    def cancel(self, reason: str) -> None:
+    async def cancel(self, reason: str) -> None:
+        """Stop sending: running batches see the state in the store and stop at their next
+        chunk; no new shard or tier starts."""
+        if self.cancelled or self.state in (BroadcastState.RESOLVED, BroadcastState.CANCELLED):
+            return
         self.cancelled = True
         self.reason = reason or "cancelled"
+        await self._set(BroadcastState.CANCELLED)
 
     @workflow.query(name="progress")
     def progress(self) -> BroadcastProgress:
@@ -173,6 +195,7 @@ class CrisisBroadcastWorkflow:
                     failed=failed,
                     suppressed=suppressed,
                     notified_after_s=self.tier_done_after.get(r.tier),
+                    escalated=self.escalations.total(tier=r.tier, status="sent"),
                 )
             )
         done = self.tally.total()
@@ -202,6 +225,7 @@ class CrisisBroadcastWorkflow:
             launched_at=self.launched_at,
             possible_duplicates=self.tally.possible_duplicates + self.followups.possible_duplicates,
             unknown_customers=self.prepared.unknown_customers if self.prepared else 0,
+            escalated=self.escalations.total(status="sent"),
             reason=self.reason,
         )
 
@@ -275,6 +299,7 @@ class CrisisBroadcastWorkflow:
                             channels=inp.tiers[tier].channels,
                             batch_size=inp.batch_size,
                             heartbeat_timeout_s=inp.heartbeat_timeout_s,
+                            ack_within_s=_seconds(inp.tiers[tier].acknowledge_within),
                         ),
                         id=f"{workflow.info().workflow_id}/p{self.pass_no}/t{tier}/{start}",
                     )
@@ -282,8 +307,36 @@ class CrisisBroadcastWorkflow:
             await asyncio.gather(*(run_shard(a, b) for a, b in shards))
             if self.pass_no == 1 and self.launched_at is not None:
                 self.tier_done_after[r.tier] = (workflow.now() - self.launched_at).total_seconds()
+                if inp.tiers[r.tier].acknowledge_within:
+                    self.escalation_tasks.append(asyncio.create_task(self._escalate_later(r)))
             if self.cancelled:
                 return
+
+    async def _escalate_later(self, r: TierRange) -> None:
+        """After the tier's acknowledgement time, send again on its escalation ladder to
+        every reached recipient who has not acknowledged."""
+        assert self.input is not None
+        inp = self.input
+        tier = inp.tiers[r.tier]
+        assert tier.acknowledge_within is not None
+        await workflow.sleep(parse_duration(tier.acknowledge_within))
+        if self.cancelled or self.resolution_gen is not None or not tier.escalate_to:
+            return
+        await workflow.execute_child_workflow(
+            BroadcastShardWorkflow.run,
+            ShardInput(
+                broadcast_id=inp.broadcast_id,
+                parent_id=workflow.info().workflow_id,
+                tier=r.tier,
+                seq_from=r.seq_from,
+                seq_to=r.seq_to,
+                channels=tier.escalate_to,
+                batch_size=inp.batch_size,
+                heartbeat_timeout_s=inp.heartbeat_timeout_s,
+                escalate=True,
+            ),
+            id=f"{workflow.info().workflow_id}/escalate/t{r.tier}",
+        )
 
     async def _set(self, state: BroadcastState) -> None:
         assert self.input is not None
@@ -296,6 +349,9 @@ class CrisisBroadcastWorkflow:
         )
 
     async def _end(self, state: BroadcastState) -> BroadcastProgress:
+        for task in self.escalation_tasks:
+            if not task.done():
+                task.cancel()  # resolved or cancelled: no escalation any more
         await self._set(state)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.progress()

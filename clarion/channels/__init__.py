@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from clarion.channels.base import (
+    OutgoingCall,
     OutgoingEmail,
     OutgoingMessage,
     OutgoingSms,
@@ -10,14 +11,16 @@ from clarion.channels.base import (
     ProviderReceipt,
 )
 from clarion.channels.email import SmtpEmailProvider
-from clarion.channels.outbox import OutboxEmailProvider, OutboxSmsProvider
-from clarion.channels.sms import TwilioSmsProvider
+from clarion.channels.outbox import OutboxEmailProvider, OutboxSmsProvider, OutboxVoiceProvider
+from clarion.channels.sms import TwilioSmsProvider, TwilioVoiceProvider
 from clarion.config import Settings
 from clarion.models import Channel
 
 __all__ = [
     "OutboxEmailProvider",
     "OutboxSmsProvider",
+    "OutboxVoiceProvider",
+    "OutgoingCall",
     "OutgoingEmail",
     "OutgoingMessage",
     "OutgoingSms",
@@ -25,6 +28,7 @@ __all__ = [
     "ProviderReceipt",
     "SmtpEmailProvider",
     "TwilioSmsProvider",
+    "TwilioVoiceProvider",
     "build_providers",
 ]
 
@@ -41,4 +45,9 @@ def build_providers(settings: Settings) -> dict[Channel, Provider]:
         if settings.sms_configured
         else OutboxSmsProvider(settings.outbox_dir)
     )
-    return {Channel.EMAIL: email, Channel.SMS: sms}
+    voice: Provider = (
+        TwilioVoiceProvider(settings)
+        if settings.sms_configured
+        else OutboxVoiceProvider(settings.outbox_dir)
+    )
+    return {Channel.EMAIL: email, Channel.SMS: sms, Channel.VOICE: voice}

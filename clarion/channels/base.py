@@ -38,7 +38,14 @@ class OutgoingSms:
     body: str
 
 
-OutgoingMessage = OutgoingEmail | OutgoingSms
+@dataclass(frozen=True)
+class OutgoingCall:
+    message_id: str
+    to: str  # E.164
+    say: str  # read out by text-to-speech
+
+
+OutgoingMessage = OutgoingEmail | OutgoingSms | OutgoingCall
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from clarion.channels.base import (
+    OutgoingCall,
     OutgoingEmail,
     OutgoingMessage,
     OutgoingSms,
@@ -63,6 +64,29 @@ class OutboxSmsProvider:
         path = self.directory / f"{safe_token(message.message_id)}.sms.json"
         data = json.dumps(
             {"message_id": message.message_id, "to": message.to, "body": message.body}, indent=2
+        )
+        await asyncio.to_thread(_write_atomically, path, data.encode())
+        return ProviderReceipt(provider=self.name, provider_message_id=str(path))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OutboxVoiceProvider:
+    """Writes ``<message id>.voice.json`` with the number called and what would be said."""
+
+    name = "outbox"
+    channel = Channel.VOICE
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        if not isinstance(message, OutgoingCall):
+            raise TypeError("OutboxVoiceProvider sends OutgoingCall only")
+        path = self.directory / f"{safe_token(message.message_id)}.voice.json"
+        data = json.dumps(
+            {"message_id": message.message_id, "to": message.to, "say": message.say}, indent=2
         )
         await asyncio.to_thread(_write_atomically, path, data.encode())
         return ProviderReceipt(provider=self.name, provider_message_id=str(path))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clarion.expressions import ExpressionError, parse
 from clarion.models import Channel
+from clarion.policy.timing import DurationError, parse_duration
 
 
 class _Payload(BaseModel):
@@ -45,6 +46,26 @@ class Tier(_Payload):
     channels: list[Channel] = Field(
         default_factory=lambda: [Channel.EMAIL, Channel.SMS], min_length=1
     )
+    # Recipients who have not acknowledged within this time (e.g. "15m") are escalated:
+    # the message goes again on the escalate_to ladder (e.g. a voice call).
+    acknowledge_within: str | None = None
+    escalate_to: list[Channel] = Field(default_factory=list)
+
+    @field_validator("acknowledge_within")
+    @classmethod
+    def _within(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except DurationError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _escalation(self) -> Tier:
+        if self.escalate_to and self.acknowledge_within is None:
+            raise ValueError("escalate_to needs acknowledge_within (how long to wait)")
+        return self
 
     @field_validator("segment")
     @classmethod
@@ -101,6 +122,8 @@ class BatchInput(_Payload):
     seq_to: int
     channels: list[Channel]
     workflow_id: str
+    escalate: bool = False  # send to reached recipients who have not acknowledged
+    ack_within_s: float | None = None  # the tier asks for acknowledgements: sign links
 
 
 class Tally(BaseModel):
@@ -135,6 +158,7 @@ class BatchReport(_Payload):
     tier: int
     tally: Tally
     gen: int
+    escalation: bool = False
 
 
 class ShardInput(_Payload):
@@ -146,6 +170,8 @@ class ShardInput(_Payload):
     channels: list[Channel]
     batch_size: int
     heartbeat_timeout_s: int = 30
+    escalate: bool = False
+    ack_within_s: float | None = None
 
 
 class Decision(_Payload):
@@ -184,6 +210,8 @@ class TierProgress(_Payload):
     failed: int
     suppressed: int
     notified_after_s: float | None = None  # seconds from launch until the tier was dispatched
+    acknowledged: int = 0
+    escalated: int = 0
 
 
 class BroadcastProgress(_Payload):
@@ -200,4 +228,6 @@ class BroadcastProgress(_Payload):
     launched_at: datetime | None
     possible_duplicates: int
     unknown_customers: int = 0  # ids in an explicit audience list that are not customers
+    acknowledged: int = 0
+    escalated: int = 0
     reason: str = ""

@@ -5,18 +5,27 @@ from clarion.templates.definition import (
     LocaleVariants,
     SmsVariant,
     TemplateDefinition,
+    VoiceVariant,
     load_template_dir,
     load_template_file,
 )
-from clarion.templates.render import RenderedEmail, RenderedSms, render, resolve_locale
+from clarion.templates.render import (
+    RenderedEmail,
+    RenderedSms,
+    RenderedVoice,
+    render,
+    resolve_locale,
+)
 
 __all__ = [
     "EmailVariant",
     "LocaleVariants",
     "RenderedEmail",
     "RenderedSms",
+    "RenderedVoice",
     "SmsVariant",
     "TemplateDefinition",
+    "VoiceVariant",
     "load_template_dir",
     "load_template_file",
     "render",

@@ -44,18 +44,26 @@ class SmsVariant(BaseModel):
     body: str = Field(min_length=1)
 
 
+class VoiceVariant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    say: str = Field(min_length=1)  # read out by text-to-speech
+
+
 class LocaleVariants(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     email: EmailVariant | None = None
     sms: SmsVariant | None = None
+    voice: VoiceVariant | None = None
 
-    def for_channel(self, channel: Channel) -> EmailVariant | SmsVariant | None:
-        return self.email if channel is Channel.EMAIL else self.sms
+    def for_channel(self, channel: Channel) -> EmailVariant | SmsVariant | VoiceVariant | None:
+        return {Channel.EMAIL: self.email, Channel.SMS: self.sms, Channel.VOICE: self.voice}[
+            channel
+        ]
 
     @model_validator(mode="after")
     def _one(self) -> LocaleVariants:
-        if self.email is None and self.sms is None:
-            raise ValueError("a locale needs at least one channel variant (email or sms)")
+        if self.email is None and self.sms is None and self.voice is None:
+            raise ValueError("a locale needs at least one channel variant (email, sms or voice)")
         return self
 
 

@@ -33,6 +33,11 @@ class RenderedSms:
     body: str
 
 
+@dataclass(frozen=True)
+class RenderedVoice:
+    say: str
+
+
 def _normalise(tag: str) -> str:
     return tag.replace("_", "-").lower()
 
@@ -72,9 +77,9 @@ def _render_one(source: str, variables: Mapping[str, Any], *, html: bool, field:
 
 def render(
     variant: Any, variables: Mapping[str, Any], *, where: str = ""
-) -> RenderedEmail | RenderedSms:
+) -> RenderedEmail | RenderedSms | RenderedVoice:
     """Render an EmailVariant or SmsVariant with ``variables``; all or nothing."""
-    from clarion.templates.definition import EmailVariant, SmsVariant
+    from clarion.templates.definition import EmailVariant, SmsVariant, VoiceVariant
 
     prefix = f"{where}." if where else ""
     if isinstance(variant, EmailVariant):
@@ -90,5 +95,9 @@ def render(
     if isinstance(variant, SmsVariant):
         return RenderedSms(
             body=_render_one(variant.body, variables, html=False, field=f"{prefix}body").strip()
+        )
+    if isinstance(variant, VoiceVariant):
+        return RenderedVoice(
+            say=_render_one(variant.say, variables, html=False, field=f"{prefix}say").strip()
         )
     raise TypeError(f"cannot render {type(variant).__name__}")

@@ -279,3 +279,62 @@ async def test_worker_killed_mid_broadcast_duplicates_bounded_and_reported(
     duplicates = sum(n - 1 for n in received)
     assert duplicates == progress.possible_duplicates == 10  # exactly the chunk in flight, reported
     assert progress.by_status["sent"] == 30
+
+
+async def test_unacknowledged_recipients_are_escalated_to_a_call(stack: Stack) -> None:
+    from clarion.store import broadcasts as broadcast_repo
+    from clarion.store.tables import utcnow
+
+    region = uid("r")
+    phones = [unique_phone() for _ in range(4)]
+    people = [await add(stack.store, region, email=False, phone=p) for p in phones]
+    tier = Tier(
+        name="life-critical",
+        channels=[Channel.SMS],
+        acknowledge_within="4s",
+        escalate_to=[Channel.VOICE],
+    )
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage", segment=f"region == '{region}'", tiers=[tier]
+    )
+    await reached(handle)
+    assert await handle.acknowledge(people[0].external_id)
+    assert not await handle.acknowledge(people[0].external_id)  # the first one counts
+    async with stack.store.transaction() as session:  # an SMS reply from the second
+        assert await broadcast_repo.ack_by_phone(session, phone=phones[1], at=utcnow()) == [
+            handle.broadcast_id
+        ]
+
+    async def escalated() -> bool:
+        return (await handle.progress()).escalated == 2
+
+    await wait_until(escalated, within=60, what="the escalation calls")
+    progress = await handle.progress()
+    assert progress.acknowledged == 2 and progress.tiers[0].acknowledged == 2
+    assert [len(stack.twilio.calls_to(p)) for p in phones] == [0, 0, 1, 1]
+    call = stack.twilio.calls_to(phones[2])[0]
+    assert call["twiml"].startswith("<Response><Say>This is an urgent service message.")
+    rows = {r.customer_external_id: r for r in await recipients(stack.store, handle.broadcast_id)}
+    assert rows[people[2].external_id].escalated_at is not None
+    assert rows[people[0].external_id].escalated_at is None
+
+
+async def test_email_carries_a_signed_acknowledgement_link(stack: Stack) -> None:
+    from clarion.crisis.acks import verify_ack_token
+    from clarion.store.tables import utcnow
+
+    region = uid("r")
+    person = await add(stack.store, region)
+    tier = Tier(name="all", channels=[Channel.EMAIL], acknowledge_within="1h")
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage", segment=f"region == '{region}'", tiers=[tier]
+    )
+    await reached(handle)
+    [mail] = stack.smtp.to(person.email or "")
+    body = mail.message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    link = re.search(r"http://localhost:8000/ack/(\S+)", body)
+    assert link is not None
+    assert verify_ack_token("test-ack-secret", link.group(1), utcnow()) == (
+        handle.broadcast_id,
+        person.external_id,
+    )

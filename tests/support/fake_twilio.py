@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-MESSAGES_RE = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+MESSAGES_RE = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/(?P<kind>Messages|Calls)\.json$")
 
 
 @dataclass
@@ -29,6 +29,7 @@ class FakeTwilio:
     invalid_numbers: set[str] = field(default_factory=set)
     fail_next: list[int] = field(default_factory=list)
     messages: list[dict[str, str]] = field(default_factory=list)
+    calls: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -68,6 +69,25 @@ class FakeTwilio:
                     },
                 )
 
+            def _call(self, form: dict[str, str]) -> None:
+                to, twiml = form.get("To", ""), form.get("Twiml", "")
+                if not to or not (twiml or form.get("Url")):
+                    return self._error(
+                        400, 21205, "A 'To' number and 'Twiml' or 'Url' are required."
+                    )
+                if to in fake.invalid_numbers:
+                    return self._error(
+                        400, 21211, f"The 'To' number {to} is not a valid phone number."
+                    )
+                with fake.lock:
+                    sid = f"CA{next(fake._ids):032x}"
+                    fake.calls.append(
+                        {"sid": sid, "to": to, "from": form.get("From", ""), "twiml": twiml}
+                    )
+                self._reply(
+                    201, {"sid": sid, "account_sid": fake.account_sid, "to": to, "status": "queued"}
+                )
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
@@ -91,6 +111,8 @@ class FakeTwilio:
                     return self._error(429, 20429, "Too Many Requests")
                 if failure is not None:
                     return self._error(failure, 20500, "Internal Server Error")
+                if match["kind"] == "Calls":
+                    return self._call(form)
                 to, body = form.get("To", ""), form.get("Body", "")
                 if not to or not body:
                     return self._error(400, 21604, "A 'To' phone number and a 'Body' are required.")
@@ -131,6 +153,10 @@ class FakeTwilio:
     def to(self, number: str) -> list[dict[str, str]]:
         with self.lock:
             return [m for m in self.messages if m["to"] == number]
+
+    def calls_to(self, number: str) -> list[dict[str, str]]:
+        with self.lock:
+            return [c for c in self.calls if c["to"] == number]
 
 
 def main() -> None:
