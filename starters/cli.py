@@ -191,6 +191,14 @@ def db_upgrade() -> None:
     err.print(f"store is up to date: {_safe_url(s.database_url)}")
 
 
+def print_published(results: list[repo.PublishResult], *, as_json: bool) -> None:
+    if as_json:
+        print_json([{"name": r.name, "version": r.version, "changed": r.changed} for r in results])
+        return
+    for r in results:
+        out.print(f"{r.name}: v{r.version} {'published' if r.changed else 'unchanged'}")
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -360,12 +368,7 @@ def templates_publish(
         async with store.transaction() as session:
             return [await repo.publish_template(session, definition=d) for d in definitions]
 
-    results = run(with_store(s, main))
-    if as_json:
-        print_json([{"name": r.name, "version": r.version, "changed": r.changed} for r in results])
-        return
-    for r in results:
-        out.print(f"{r.name}: v{r.version} {'published' if r.changed else 'unchanged'}")
+    print_published(run(with_store(s, main)), as_json=as_json)
 
 
 @templates_app.command("list")
@@ -649,12 +652,7 @@ def journeys_publish(
                 raise Fail("; ".join(problems))
             return [await journey_repo.publish_journey(session, definition=d) for d in definitions]
 
-    results = run(with_store(s, main))
-    if as_json:
-        print_json([{"name": r.name, "version": r.version, "changed": r.changed} for r in results])
-        return
-    for r in results:
-        out.print(f"{r.name}: v{r.version} {'published' if r.changed else 'unchanged'}")
+    print_published(run(with_store(s, main)), as_json=as_json)
 
 
 @journeys_app.command("list")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -49,47 +50,37 @@ class OutboxEmailProvider:
         return None
 
 
-class OutboxSmsProvider:
+class _JsonOutbox:
+    """Writes ``<message id>.<channel>.json`` with the message's fields; idempotent."""
+
+    name = "outbox"
+    channel: Channel
+    kind: type[OutgoingSms] | type[OutgoingCall]
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
+        if not isinstance(message, self.kind):
+            raise TypeError(f"{type(self).__name__} sends {self.kind.__name__} only")
+        path = self.directory / f"{safe_token(message.message_id)}.{self.channel.value}.json"
+        data = json.dumps(dataclasses.asdict(message), indent=2)
+        await asyncio.to_thread(_write_atomically, path, data.encode())
+        return ProviderReceipt(provider=self.name, provider_message_id=str(path))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OutboxSmsProvider(_JsonOutbox):
     """Writes ``<message id>.sms.json`` with the recipient and the body."""
 
-    name = "outbox"
     channel = Channel.SMS
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
-        if not isinstance(message, OutgoingSms):
-            raise TypeError("OutboxSmsProvider sends OutgoingSms only")
-        path = self.directory / f"{safe_token(message.message_id)}.sms.json"
-        data = json.dumps(
-            {"message_id": message.message_id, "to": message.to, "body": message.body}, indent=2
-        )
-        await asyncio.to_thread(_write_atomically, path, data.encode())
-        return ProviderReceipt(provider=self.name, provider_message_id=str(path))
-
-    async def aclose(self) -> None:
-        return None
+    kind = OutgoingSms
 
 
-class OutboxVoiceProvider:
+class OutboxVoiceProvider(_JsonOutbox):
     """Writes ``<message id>.voice.json`` with the number called and what would be said."""
 
-    name = "outbox"
     channel = Channel.VOICE
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    async def send(self, message: OutgoingMessage) -> ProviderReceipt:
-        if not isinstance(message, OutgoingCall):
-            raise TypeError("OutboxVoiceProvider sends OutgoingCall only")
-        path = self.directory / f"{safe_token(message.message_id)}.voice.json"
-        data = json.dumps(
-            {"message_id": message.message_id, "to": message.to, "say": message.say}, indent=2
-        )
-        await asyncio.to_thread(_write_atomically, path, data.encode())
-        return ProviderReceipt(provider=self.name, provider_message_id=str(path))
-
-    async def aclose(self) -> None:
-        return None
+    kind = OutgoingCall
