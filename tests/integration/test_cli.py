@@ -289,3 +289,57 @@ async def test_journeys_and_events_from_the_command_line(stack: Stack, tmp_path:
     assert bad.code == 2 and "--data" in bad.stderr
     schema = await run_cli(settings, "journeys", "schema")
     assert json.loads(schema.stdout)["title"] == "Clarion journey"
+
+
+async def test_crisis_from_the_command_line(stack: Stack, tmp_path: Path) -> None:
+    target = stack.client.service_client.config.target_host
+    settings = stack.settings.model_copy(update={"temporal_address": target})
+    region = uid("cli-r")
+    ids = []
+    for _ in range(3):
+        c = await add_customer(stack.store)
+        async with stack.store.transaction() as session:
+            row = await repo.require_customer(session, external_id=c.external_id)
+            row.attributes = {**row.attributes, "region": region}
+        ids.append(c.external_id)
+    tiers = tmp_path / "tiers.yaml"
+    tiers.write_text("tiers:\n  - name: all\n    channels: [email]\n")
+
+    bad = await run_cli(
+        settings,
+        "crisis",
+        "launch",
+        "--title",
+        "x",
+        "--template",
+        "crisis-outage",
+        "--segment",
+        "event.x == 1",
+    )
+    assert bad.code == 2 and "segment" in bad.stderr and "event.x" in bad.stderr
+    launched = await run_cli(
+        settings, "crisis", "launch", "--title", "Outage", "--template", "crisis-outage",
+        "--segment", f"region == '{region}'", "--tiers", str(tiers), "--follow", "--json",
+    )  # fmt: skip
+    assert launched.code == 0, launched
+    report = json.loads(launched.stdout)
+    broadcast_id = report["broadcast_id"]
+    assert report["progress"]["done"] == 3 and report["progress"]["tiers"][0]["sent"] == 3
+    status = json.loads(
+        (await run_cli(settings, "crisis", "status", broadcast_id, "--json")).stdout
+    )
+    assert status["state"] == "active" and status["by_channel"] == {"email": 3}
+    resolved = await run_cli(
+        settings, "crisis", "resolve", broadcast_id, "--template", "crisis-resolved"
+    )
+    assert resolved.code == 0 and "generation 2" in resolved.stdout
+    again = await run_cli(settings, "crisis", "update", broadcast_id, "--template", "crisis-update")
+    assert again.code == 1  # refused: resolving, resolved, or already completed
+    assert any(word in again.stderr for word in ("resolv", "completed")), again.stderr
+    customers = tmp_path / "ids.txt"
+    customers.write_text("\n".join(ids) + "\n")
+    listed = await run_cli(
+        settings, "crisis", "launch", "--title", "Outage", "--template", "crisis-outage",
+        "--customers", str(customers), "--tiers", str(tiers), "--json",
+    )  # fmt: skip
+    assert listed.code == 0 and json.loads(listed.stdout)["broadcast_id"]
