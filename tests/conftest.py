@@ -4,6 +4,7 @@ and Clarion's store on SQLite (always) and PostgreSQL (when CLARION_TEST_POSTGRE
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import uuid
@@ -156,9 +157,13 @@ async def add_customer(
     return record
 
 
+_phones = itertools.count(1000)
+
+
 def unique_phone() -> str:
-    """A valid US number no other test uses (415 555-01xx .. 99xx)."""
-    return f"+1415555{uuid.uuid4().int % 9000 + 1000:04d}"
+    """A valid US number no other test of this run uses (+1 415 555 1000 upwards); the
+    Twilio-compatible server lives for the whole run, so numbers must never repeat."""
+    return f"+1415555{next(_phones):04d}"
 
 
 # -- Clarion on top
