@@ -35,11 +35,9 @@ with workflow.unsafe.imports_passed_through():
         TierRange,
     )
     from clarion.policy.timing import parse_duration
+    from workflows.deliver import STORE_RETRY
 
 MIN_SHARD = 50
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
-)
 BATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from clarion.expressions import ExpressionError, parse
 from clarion.models import Channel
-from clarion.policy.timing import DurationError, parse_duration
+from clarion.policy.timing import parse_duration
 
 
 class _Payload(BaseModel):
@@ -55,10 +55,7 @@ class Tier(_Payload):
     @classmethod
     def _within(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                parse_duration(value)
-            except DurationError as exc:
-                raise ValueError(str(exc)) from None
+            parse_duration(value)  # DurationError is a ValueError: reported with the field
         return value
 
     @model_validator(mode="after")

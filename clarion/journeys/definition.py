@@ -40,7 +40,7 @@ from pydantic import (
 
 from clarion.expressions import ExpressionError, names, parse
 from clarion.models import Channel, Purpose
-from clarion.policy.timing import DurationError, parse_duration, parse_time_of_day
+from clarion.policy.timing import parse_duration, parse_time_of_day
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EVENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
@@ -54,10 +54,7 @@ class _Strict(BaseModel):
 
 
 def _duration(value: str | int | float) -> str | int | float:
-    try:
-        parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from None
+    parse_duration(value)  # DurationError is a ValueError: pydantic reports it with the field
     return value
 
 
@@ -87,10 +84,7 @@ class WaitStep(_Strict):
     @classmethod
     def _u(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                parse_time_of_day(value)
-            except ValueError as exc:
-                raise ValueError(str(exc)) from None
+            parse_time_of_day(value)
         return value
 
     @model_validator(mode="after")
