@@ -16,13 +16,15 @@ after a newer one.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import and_, case, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -45,10 +47,11 @@ from clarion.crisis.models import (
 from clarion.errors import NotFound, PermanentChannelError, RenderError, RetryableChannelError
 from clarion.faults import failpoint
 from clarion.logging import get_logger
-from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Purpose
-from clarion.policy import ConsentFact, decide_consent
+from clarion.models import AuditKind, Channel, DeliveryStatus, Purpose
+from clarion.policy import decide_consent
 from clarion.store import Store, repo
 from clarion.store.ratelimit import RateLimiter
+from clarion.store.repo import CustomerSnapshot
 from clarion.store.segments import SegmentError, compile_segment
 from clarion.store.tables import (
     AudienceListEntry,
@@ -56,7 +59,6 @@ from clarion.store.tables import (
     Broadcast,
     BroadcastMessage,
     BroadcastRecipient,
-    ConsentRecord,
     Customer,
     Delivery,
     utcnow,
@@ -66,6 +68,7 @@ from clarion.templates import TemplateDefinition
 log = get_logger(__name__)
 
 CHUNK = 100
+PIPELINE_DEPTH = 2  # chunks in flight in one batch: one sending while the next is planned
 RETRIES_IN_BATCH = 3
 CRISIS_CATEGORY = "crisis"
 
@@ -76,10 +79,33 @@ def broadcast_message_id(
     return f"crisis-{broadcast_id}-g{gen}{'-esc' if escalation else ''}-{customer_id}"
 
 
+@dataclass(slots=True)
+class _Row:
+    """A recipient row as read at the start of the chunk."""
+
+    seq: int
+    customer_external_id: str
+    status: str
+    gen_sent: int
+
+
+@dataclass
+class _Chunk:
+    """Up to CHUNK recipients on their way: planned, being sent, then recorded."""
+
+    end: int  # the last seq the chunk covers
+    cancelled: bool = False
+    plans: list[_Plan] = field(default_factory=list)
+    gen: int = 0
+    template: str = ""
+    template_version: int = 0
+    purpose: Purpose = Purpose.SERVICE
+
+
 @dataclass
 class _Plan:
-    recipient: BroadcastRecipient
-    customer: Customer | None
+    recipient: _Row
+    customer: CustomerSnapshot | None
     ladder: list[Channel]  # channels allowed by consent and contact data, in order
     reason: str = ""  # why nothing can be sent (suppressed / failed)
     failed: bool = False
@@ -279,33 +305,61 @@ class BroadcastActivities:
 
     @activity.defn(name="send_broadcast_batch")
     async def send_broadcast_batch(self, data: BatchInput) -> Tally:
+        """Send recipients ``seq_from..seq_to`` chunk by chunk, as a pipeline: while one
+        chunk's messages go out, the next chunk is read and planned, so the channel never
+        waits for the store. The heartbeat carries the end of the last chunk whose outcomes
+        are written, and of every chunk before it."""
         info = activity.info()
         start = data.seq_from
         if info.heartbeat_details:
             start = int(info.heartbeat_details[0]) + 1
         tally = Tally()
+        gate = asyncio.Semaphore(self.settings.broadcast_concurrency)
+        in_flight: deque[tuple[_Chunk, asyncio.Task[None]]] = deque()
+        retry = 0
         with structlog.contextvars.bound_contextvars(
             broadcast_id=data.broadcast_id, tier=data.tier, seq_from=start, attempt=info.attempt
         ):
             seq = start
-            while seq <= data.seq_to:
-                end = min(seq + CHUNK - 1, data.seq_to)
-                retry = await self._chunk(data, seq, end, tally)
-                if retry:
-                    # Keep the progress before this chunk; Temporal retries the batch later.
-                    raise ApplicationError(
-                        f"{retry} recipients hit retryable provider errors; retrying the batch",
-                        type="RetryableChannelError",
-                    )
-                activity.heartbeat(end)
-                seq = end + 1
+            try:
+                while seq <= data.seq_to or in_flight:
+                    while seq <= data.seq_to and len(in_flight) < PIPELINE_DEPTH and not retry:
+                        chunk = await self._prepare_chunk(
+                            data, seq, min(seq + CHUNK - 1, data.seq_to)
+                        )
+                        seq = data.seq_to + 1 if chunk.cancelled else chunk.end + 1
+                        task = asyncio.create_task(self._send_all(chunk.plans, gate))
+                        in_flight.append((chunk, task))
+                    if not in_flight:
+                        break
+                    chunk, task = in_flight.popleft()
+                    await task
+                    await failpoint(self.settings.failpoints, "broadcast_after_send")
+                    await self._record(data, chunk, tally)
+                    failed_here = sum(1 for p in chunk.plans if p.retry)
+                    if failed_here or retry:
+                        # Progress stops before this chunk; the chunks already in flight
+                        # finish and are written (a retry skips what they handled).
+                        retry += failed_here
+                        seq = data.seq_to + 1
+                    else:
+                        activity.heartbeat(chunk.end)
+            finally:
+                for _, task in in_flight:
+                    task.cancel()
+        if retry:
+            raise ApplicationError(
+                f"{retry} recipients hit retryable provider errors; retrying the batch",
+                type="RetryableChannelError",
+            )
         return tally
 
-    async def _chunk(self, data: BatchInput, seq_from: int, seq_to: int, tally: Tally) -> int:
+    async def _prepare_chunk(self, data: BatchInput, seq_from: int, seq_to: int) -> _Chunk:
+        """Read and plan the chunk's recipients, and mark what goes out as ``sending``."""
         async with self.store.transaction() as session:
             broadcast = await session.get(Broadcast, data.broadcast_id)
             if broadcast is None or broadcast.status == BroadcastState.CANCELLED.value:
-                return 0
+                return _Chunk(end=seq_to, cancelled=True)
             gen = broadcast.current_gen
             message = await session.get(BroadcastMessage, (data.broadcast_id, gen))
             assert message is not None
@@ -321,30 +375,49 @@ class BroadcastActivities:
                     BroadcastRecipient.gen_sent < gen,
                     BroadcastRecipient.status.in_(("pending", "sending", "sent")),
                 ]
-            recipients = list(
-                (
-                    await session.execute(
-                        select(BroadcastRecipient).where(
-                            BroadcastRecipient.broadcast_id == data.broadcast_id,
-                            BroadcastRecipient.seq.between(seq_from, seq_to),
-                            *which,
-                        )
+            recipients = [
+                _Row(*row)
+                for row in await session.execute(
+                    select(
+                        BroadcastRecipient.seq,
+                        BroadcastRecipient.customer_external_id,
+                        BroadcastRecipient.status,
+                        BroadcastRecipient.gen_sent,
+                    ).where(
+                        BroadcastRecipient.broadcast_id == data.broadcast_id,
+                        BroadcastRecipient.seq.between(seq_from, seq_to),
+                        *which,
                     )
-                ).scalars()
-            )
+                )
+            ]
             if not recipients:
-                return 0
+                return _Chunk(end=seq_to)
             plans = await self._plan(session, data, recipients, gen, message, definition)
             # Mark what goes out as "sending" before any provider sees it.
-            for plan in plans:
-                if plan.ladder and not plan.failed and not data.escalate:
-                    if plan.recipient.status == "sending":
-                        plan.duplicate = True
-                    plan.recipient.status = "sending"
-        await self._send_all(plans)
-        await failpoint(self.settings.failpoints, "broadcast_after_send")
-        await self._record(data, plans, gen, message, definition.purpose, tally)
-        return sum(1 for p in plans if p.retry)
+            sending: list[int] = []
+            if not data.escalate:
+                for plan in plans:
+                    if plan.ladder and not plan.failed:
+                        plan.duplicate = plan.recipient.status == "sending"
+                        sending.append(plan.recipient.seq)
+            if sending:
+                await session.execute(
+                    update(BroadcastRecipient)
+                    .where(
+                        BroadcastRecipient.broadcast_id == data.broadcast_id,
+                        BroadcastRecipient.seq.in_(sending),
+                    )
+                    .values(status="sending")
+                    .execution_options(synchronize_session=False)
+                )
+        return _Chunk(
+            end=seq_to,
+            plans=plans,
+            gen=gen,
+            template=message.template,
+            template_version=message.template_version,
+            purpose=definition.purpose,
+        )
 
     async def _definition(
         self, session: AsyncSession, name: str, version: int
@@ -360,34 +433,17 @@ class BroadcastActivities:
         self,
         session: AsyncSession,
         data: BatchInput,
-        recipients: list[BroadcastRecipient],
+        recipients: list[_Row],
         gen: int,
         message: BroadcastMessage,
         definition: TemplateDefinition,
     ) -> list[_Plan]:
-        ids = [r.customer_external_id for r in recipients]
-        customers = {
-            c.external_id: c
-            for c in (
-                await session.execute(select(Customer).where(Customer.external_id.in_(ids)))
-            ).scalars()
-        }
-        facts: dict[int, list[ConsentFact]] = defaultdict(list)
-        rows = await session.execute(
-            select(ConsentRecord)
-            .where(ConsentRecord.customer_id.in_([c.id for c in customers.values()]))
-            .order_by(ConsentRecord.recorded_at, ConsentRecord.id)
+        customers = await repo.customer_snapshots(
+            session, external_ids=[r.customer_external_id for r in recipients]
         )
-        for r in rows.scalars():
-            facts[r.customer_id].append(
-                ConsentFact(
-                    channel=Channel(r.channel),
-                    purpose=Purpose(r.purpose),
-                    status=ConsentStatus(r.status),
-                    recorded_at=r.recorded_at,
-                    source=r.source,
-                )
-            )
+        facts = await repo.consent_facts_for(
+            session, customer_ids=[c.id for c in customers.values()]
+        )
         purpose = definition.purpose
         secret = self.settings.ack_secret.get_secret_value()
         ack_links = data.ack_within_s is not None and bool(secret)
@@ -415,7 +471,10 @@ class BroadcastActivities:
             for channel in data.channels:
                 address = repo.contact_of(customer, CONTACT_KIND[channel])
                 decision = decide_consent(
-                    facts[customer.id], channel, purpose, has_contact_point=address is not None
+                    facts.get(customer.id, []),
+                    channel,
+                    purpose,
+                    has_contact_point=address is not None,
                 )
                 if not decision.allowed:
                     reasons.append(f"{channel.value}: {decision.reason}")
@@ -433,8 +492,7 @@ class BroadcastActivities:
                 plan.failed = any("template_error" in r for r in reasons)
         return plans
 
-    async def _send_all(self, plans: list[_Plan]) -> None:
-        gate = asyncio.Semaphore(self.settings.broadcast_concurrency)
+    async def _send_all(self, plans: list[_Plan], gate: asyncio.Semaphore) -> None:
         first: dict[Channel, int] = defaultdict(int)
         for plan in plans:
             if plan.ladder and not plan.failed:
@@ -482,18 +540,17 @@ class BroadcastActivities:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    async def _record(
-        self,
-        data: BatchInput,
-        plans: list[_Plan],
-        gen: int,
-        message: BroadcastMessage,
-        purpose: Purpose,
-        tally: Tally,
-    ) -> None:
-        """Write every final outcome of the chunk in one transaction, in bulk."""
+    async def _record(self, data: BatchInput, chunk: _Chunk, tally: Tally) -> None:
+        """Write every final outcome of the chunk in one transaction, in a few statements.
+
+        Recipients reached on a channel share their new values, so each channel's are set by
+        one UPDATE over their seqs; the rest (suppressed, failed) are updated row by row.
+        """
+        plans, gen = chunk.plans, chunk.gen
         now = utcnow()
-        recipients: list[dict[str, Any]] = []
+        reached: dict[str, list[int]] = defaultdict(list)  # channel -> seqs
+        escalated: list[int] = []
+        others: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
         for plan in plans:
@@ -511,24 +568,10 @@ class BroadcastActivities:
                 "actor": "system",
                 "detail": {"broadcast": data.broadcast_id, "gen": gen, "tier": data.tier},
             }
-            # gen_sent: the newest generation this recipient has been handled for.
-            update_row: dict[str, Any] = {
-                "broadcast_id": r.broadcast_id,
-                "seq": r.seq,
-                "gen_sent": gen,
-            }
-            if data.escalate:
-                # An escalation notes the attempt and leaves the delivery state alone.
-                update_row = {"broadcast_id": r.broadcast_id, "seq": r.seq, "escalated_at": now}
             if plan.sent_channel is not None:
                 channel = plan.sent_channel.value
-                if not data.escalate:
-                    update_row |= {
-                        "status": "sent",
-                        "channel": channel,
-                        "sent_at": now,
-                        "reason": "",
-                    }
+                # An escalation notes the attempt and leaves the delivery state alone.
+                (escalated if data.escalate else reached[channel]).append(r.seq)
                 tally.add(data.tier, channel, "sent")
                 tally.possible_duplicates += plan.duplicate
                 deliveries.append(
@@ -538,9 +581,9 @@ class BroadcastActivities:
                         "workflow_id": data.workflow_id,
                         "customer_external_id": r.customer_external_id,
                         "channel": channel,
-                        "template": message.template,
-                        "template_version": message.template_version,
-                        "purpose": purpose.value,
+                        "template": chunk.template,
+                        "template_version": chunk.template_version,
+                        "purpose": chunk.purpose.value,
                         "status": DeliveryStatus.SENT.value,
                         "provider": plan.provider,
                         "provider_message_id": plan.provider_id,
@@ -560,42 +603,53 @@ class BroadcastActivities:
                         "dedupe_key": f"{mid}:sent",
                     }
                 )
+                continue
+            status = "failed" if plan.failed else "suppressed"
+            row: dict[str, Any] = {"broadcast_id": data.broadcast_id, "seq": r.seq}
+            if data.escalate:
+                row |= {"escalated_at": now, "reason": f"escalation: {plan.reason}"}
+            elif r.status == "sent" and r.gen_sent > 0:  # once reached, stays "sent"
+                row |= {"gen_sent": gen, "status": "sent"}
             else:
-                status = "failed" if plan.failed else "suppressed"
-                if data.escalate:
-                    update_row["reason"] = f"escalation: {plan.reason}"
-                elif r.status != "sent" or r.gen_sent == 0:  # once reached, stays "sent"
-                    update_row |= {"status": status, "reason": plan.reason}
-                else:
-                    update_row |= {"status": "sent"}
-                tally.add(data.tier, plan.ladder[0].value if plan.ladder else "-", status)
-                kind = AuditKind.UNDELIVERABLE if plan.failed else AuditKind.SUPPRESSED
-                audits.append(
-                    {
-                        **audit,
-                        "kind": kind.value,
-                        "channel": None,
-                        "reason": plan.reason,
-                        "dedupe_key": f"{mid}:outcome",
-                    }
-                )
-            recipients.append(update_row)
+                row |= {"gen_sent": gen, "status": status, "reason": plan.reason}
+            others.append(row)
+            tally.add(data.tier, plan.ladder[0].value if plan.ladder else "-", status)
+            kind = AuditKind.UNDELIVERABLE if plan.failed else AuditKind.SUPPRESSED
+            audits.append(
+                {
+                    **audit,
+                    "kind": kind.value,
+                    "channel": None,
+                    "reason": plan.reason,
+                    "dedupe_key": f"{mid}:outcome",
+                }
+            )
+        of_broadcast = BroadcastRecipient.broadcast_id == data.broadcast_id
         async with self.store.transaction() as session:
-            if recipients:
-                await session.execute(update(BroadcastRecipient), recipients)
-            await _insert_new(session, Delivery, Delivery.attempt_id, "attempt_id", deliveries)
-            await _insert_new(session, AuditEvent, AuditEvent.dedupe_key, "dedupe_key", audits)
+            for channel, seqs in reached.items():
+                await session.execute(
+                    update(BroadcastRecipient)
+                    .where(of_broadcast, BroadcastRecipient.seq.in_(seqs))
+                    .values(status="sent", channel=channel, sent_at=now, reason="", gen_sent=gen)
+                    .execution_options(synchronize_session=False)
+                )
+            if escalated:
+                await session.execute(
+                    update(BroadcastRecipient)
+                    .where(of_broadcast, BroadcastRecipient.seq.in_(escalated))
+                    .values(escalated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            if others:
+                await session.execute(update(BroadcastRecipient), others)
+            dialect = self.store.engine.dialect.name
+            if deliveries:
+                await session.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
+            if audits:
+                await session.execute(_insert_new(dialect, AuditEvent, "dedupe_key"), audits)
 
 
-async def _insert_new(
-    session: AsyncSession, table: Any, key: Any, name: str, rows: list[dict[str, Any]]
-) -> None:
-    """Insert the rows whose key is not in the table yet (a retried chunk writes again)."""
-    if not rows:
-        return
-    seen = set(
-        (await session.execute(select(key).where(key.in_([r[name] for r in rows])))).scalars()
-    )
-    fresh = [r for r in rows if r[name] not in seen]
-    if fresh:
-        await session.execute(insert(table), fresh)
+def _insert_new(dialect: str, table: Any, key: str) -> Any:
+    """INSERT that skips rows whose ``key`` is already there (a retried chunk writes again)."""
+    build = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return build(table.__table__).on_conflict_do_nothing(index_elements=[key])

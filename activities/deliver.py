@@ -39,6 +39,7 @@ from clarion.models import (
 )
 from clarion.policy import ConsentDecision, decide_consent
 from clarion.store import Store, repo
+from clarion.store.repo import CustomerSnapshot
 from clarion.store.tables import Customer, Delivery
 from clarion.templates import (
     RenderedEmail,
@@ -59,7 +60,7 @@ PERMANENT_ERROR_TYPES = ["PermanentChannelError", "RenderError", "NotFound"]
 
 
 def render_variables(
-    customer: Customer, context: dict[str, Any], message_id: str
+    customer: Customer | CustomerSnapshot, context: dict[str, Any], message_id: str
 ) -> dict[str, Any]:
     """What a template sees: the caller's context, ``customer`` and ``message_id``."""
     first_name = customer.name.split()[0] if customer.name.strip() else ""
@@ -80,7 +81,10 @@ def render_variables(
 
 
 def render_for(
-    definition: TemplateDefinition, customer: Customer, channel: Channel, variables: dict[str, Any]
+    definition: TemplateDefinition,
+    customer: Customer | CustomerSnapshot,
+    channel: Channel,
+    variables: dict[str, Any],
 ) -> RenderedEmail | RenderedSms | RenderedVoice:
     """Render the customer's locale (with fallback) for ``channel``; RenderError if impossible."""
     locale = resolve_locale(definition.locales, customer.locale, definition.default_locale)

@@ -1,14 +1,18 @@
 """Benchmark: a Clarion crisis broadcast against a plain asyncio sender, same channel.
 
-    .venv/bin/python bench/broadcast.py [--n 10000 | --full] [--sms-n 2000]
+    .venv/bin/python bench/broadcast.py [--n 10000 | --full] [--sms-n 2000] [--rounds 3]
+                                        [--workers 1]
 
 Email: an SMTP sink runs in a separate process (bench/smtp_sink.py) and counts what it
-receives per recipient. First a plain asyncio sender with no durability sends N emails
-over the same number of pooled connections Clarion uses (the ceiling of the channel on
-this machine); then a Clarion broadcast reaches N customers (10% of them in a first
+receives per recipient. A plain asyncio sender with no durability sends N emails over
+the same SMTP client and number of pooled connections Clarion uses, with the very text
+Clarion's template renders (the ceiling of the channel for one process on this
+machine); then a Clarion broadcast reaches N other customers (10% of them in a first
 tier). SMS: the same against the Twilio-compatible server in its own process, with the
-twilio library on both sides. Printed: both rates, their ratio, time to notify tier 1
-and everyone, and duplicates and losses counted at the sink.
+twilio library on both sides. The two sides alternate for --rounds rounds (this machine's
+speed drifts by a third from one minute to the next); printed: the rates of each round,
+their medians and ratios, time to notify tier 1 and everyone, and duplicates and losses
+counted at the sink over all rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +42,7 @@ from clarion.models import Channel  # noqa: E402
 from clarion.store import Store, repo  # noqa: E402
 from clarion.store.tables import ContactPoint, Customer, utcnow  # noqa: E402
 from clarion.templates import load_template_dir  # noqa: E402
+from clarion.templates.render import RenderedEmail, RenderedSms, render  # noqa: E402
 from starters.dev import start_temporal, stop_process, wait_for_temporal  # noqa: E402
 from starters.sdk import ClarionClient  # noqa: E402
 
@@ -47,7 +53,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def seed(store: Store, n: int, prefix: str, *, phones: bool = False) -> None:
+SUBJECT = "Service disruption"
+
+
+def phone(k: int, area: str = "415") -> str:
+    return f"+1{area}{5550000 + k:07d}"
+
+
+async def seed(store: Store, n: int, prefix: str, *, phones_from: int | None = None) -> None:
     """n customers with an email (and a phone); 10% of them in the first tier."""
     now = utcnow()
     async with store.transaction() as session:
@@ -87,12 +100,12 @@ async def seed(store: Store, n: int, prefix: str, *, phones: bool = False) -> No
                     "updated_at": now,
                 }
             )
-            if phones:
+            if phones_from is not None:
                 points.append(
                     {
                         "customer_id": cid,
                         "kind": "phone",
-                        "value": f"+1415{5550000 + i:07d}"[-12:],
+                        "value": phone(phones_from + i),
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -100,19 +113,18 @@ async def seed(store: Store, n: int, prefix: str, *, phones: bool = False) -> No
         await session.execute(insert(ContactPoint), points)
 
 
-async def plain_email(settings: Settings, n: int, concurrency: int) -> float:
+async def plain_email(
+    settings: Settings, n: int, concurrency: int, prefix: str, text: str
+) -> float:
+    """n emails with the text Clarion sends, through the same SMTP client; no store, no
+    workflow, no retries: the ceiling of the channel for this process."""
     provider = SmtpEmailProvider(settings)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         async with gate:
             await provider.send(
-                OutgoingEmail(
-                    f"plain-{i}",
-                    f"plain{i}@bench.test",
-                    "Service disruption",
-                    "We are aware of a disruption.",
-                )
+                OutgoingEmail(f"{prefix}-{i}", f"{prefix}{i}@bench.test", SUBJECT, text)
             )
 
     started = time.perf_counter()
@@ -122,18 +134,14 @@ async def plain_email(settings: Settings, n: int, concurrency: int) -> float:
     return elapsed
 
 
-async def plain_sms(settings: Settings, n: int, concurrency: int) -> float:
+async def plain_sms(settings: Settings, n: int, concurrency: int, first: int, body: str) -> float:
     provider = TwilioSmsProvider(settings)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         async with gate:
             await provider.send(
-                OutgoingSms(
-                    f"plain-sms-{i}",
-                    f"+1628{5550000 + i:07d}"[-12:],
-                    "We are aware of a disruption.",
-                )
+                OutgoingSms(f"plain-sms-{first + i}", phone(first + i, "628"), body)
             )
 
     started = time.perf_counter()
@@ -164,19 +172,32 @@ async def broadcast(clarion: ClarionClient, prefix: str, channels: list[Channel]
     }
 
 
-def count(
-    received: dict[str, int], prefix: str, n: int, domain: str = "@bench.test"
-) -> tuple[int, int]:
-    """(losses, duplicates) for addresses prefix0..prefix{n-1}."""
-    losses = duplicates = 0
-    for i in range(n):
-        got = received.get(f"{prefix}{i}{domain}", 0)
-        losses += got == 0
-        duplicates += max(0, got - 1)
+def count(received: dict[str, int], keys: list[str]) -> tuple[int, int]:
+    """(losses, duplicates) over the expected recipients."""
+    losses = sum(1 for k in keys if received.get(k, 0) == 0)
+    duplicates = sum(max(0, received.get(k, 0) - 1) for k in keys)
     return losses, duplicates
 
 
-async def main(n: int, sms_n: int) -> None:
+def rendered_texts() -> tuple[str, str]:
+    """What the crisis-outage template says to a bench customer, by email and by SMS."""
+    template = next(
+        t for t in load_template_dir(ROOT / "examples" / "templates") if t.name == "crisis-outage"
+    )
+    variables = {"customer": {"first_name": "Bench"}, "broadcast": {}}
+    email = render(template.locales["en"].email, variables)
+    sms = render(template.locales["en"].sms, variables)
+    assert isinstance(email, RenderedEmail) and isinstance(sms, RenderedSms)
+    assert email.subject == SUBJECT
+    return email.text, sms.body
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
+    email_text, sms_body = rendered_texts()
     work = Path(tempfile.mkdtemp(prefix="clarion-bcast-"))
     smtp_port, sink_out = free_port(), work / "sink.json"
     sink = await asyncio.create_subprocess_exec(
@@ -215,14 +236,18 @@ async def main(n: int, sms_n: int) -> None:
     async with store.transaction() as session:
         for template in load_template_dir(ROOT / "examples" / "templates"):
             await repo.publish_template(session, definition=template)
-    await seed(store, n, "c")
-    await seed(store, sms_n, "s", phones=True)
+    for r in range(rounds):
+        await seed(store, n, f"c{r}x")
+        await seed(store, sms_n, f"s{r}x", phones_from=r * sms_n)
     print(
-        f"n={n} sms_n={sms_n} cores={os.cpu_count()} smtp_pool={settings.smtp_pool_size} concurrency={settings.broadcast_concurrency}"
+        f"n={n} sms_n={sms_n} rounds={rounds} workers={workers} cores={os.cpu_count()} "
+        f"smtp_pool={settings.smtp_pool_size} concurrency={settings.broadcast_concurrency}",
+        flush=True,
     )
 
     server = await start_temporal(settings, ui_port=free_port())
-    worker = None
+    procs: list[asyncio.subprocess.Process] = []
+    results: list[dict[str, Any]] = []
     try:
         client = await wait_for_temporal(settings, server)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
@@ -231,26 +256,45 @@ async def main(n: int, sms_n: int) -> None:
                 env[f"CLARION_{name.upper()}"] = str(
                     value.get_secret_value() if hasattr(value, "get_secret_value") else value
                 )
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "starters.cli",
-            "worker",
-            env=env,
-            cwd=ROOT,
-            stderr=(work / "worker.log").open("wb"),
-        )
+        for k in range(workers):
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "starters.cli",
+                    "worker",
+                    env=env,
+                    cwd=ROOT,
+                    stderr=(work / f"worker{k}.log").open("wb"),
+                )
+            )
         await asyncio.sleep(3)
         clarion = ClarionClient(client, settings, store=store)
-
-        plain_t = await plain_email(settings, n, settings.broadcast_concurrency)
-        clarion_email = await broadcast(clarion, "c", [Channel.EMAIL])
-        plain_sms_t = await plain_sms(settings, sms_n, settings.broadcast_concurrency)
-        clarion_sms = await broadcast(clarion, "s", [Channel.SMS])
+        conc = settings.broadcast_concurrency
+        for r in range(rounds):
+            # Each round: plain then Clarion, email then SMS, so that both sides see the same
+            # machine; the medians over the rounds are the figures.
+            res: dict[str, Any] = {}
+            res["plain_email"] = n / await plain_email(settings, n, conc, f"p{r}x", email_text)
+            print(f"round {r + 1}: email plain   {res['plain_email']:7.1f}/s", flush=True)
+            b = await broadcast(clarion, f"c{r}x", [Channel.EMAIL])
+            res["clarion_email"], res["tier1"], res["all"] = (
+                n / b["elapsed"],
+                b["tier1_after"],
+                b["all_after"],
+            )
+            print(f"round {r + 1}: email Clarion {res['clarion_email']:7.1f}/s", flush=True)
+            res["plain_sms"] = sms_n / await plain_sms(settings, sms_n, conc, r * sms_n, sms_body)
+            print(f"round {r + 1}: sms plain     {res['plain_sms']:7.1f}/s", flush=True)
+            res["clarion_sms"] = (
+                sms_n / (await broadcast(clarion, f"s{r}x", [Channel.SMS]))["elapsed"]
+            )
+            print(f"round {r + 1}: sms Clarion   {res['clarion_sms']:7.1f}/s", flush=True)
+            results.append(res)
     finally:
-        if worker is not None:
-            worker.terminate()
-            await worker.wait()
+        for proc in procs:
+            proc.terminate()
+            await proc.wait()
         await stop_process(server)
         sink.terminate()
         twilio.terminate()
@@ -260,27 +304,33 @@ async def main(n: int, sms_n: int) -> None:
 
     received = json.loads(sink_out.read_text())["by_recipient"]
     sms_received = json.loads((work / "twilio.json").read_text())["by_recipient"]
-    plain_loss, plain_dup = count(received, "plain", n)
-    loss, dup = count(received, "c", n)
-    sms_loss = sum(
-        1 for i in range(sms_n) if sms_received.get(f"+1415{5550000 + i:07d}"[-12:], 0) == 0
-    )
-    sms_dup = sum(
-        max(0, sms_received.get(f"+1415{5550000 + i:07d}"[-12:], 0) - 1) for i in range(sms_n)
-    )
-    e_rate, c_rate = n / plain_t, n / clarion_email["elapsed"]
-    s_rate, cs_rate = sms_n / plain_sms_t, sms_n / clarion_sms["elapsed"]
+    plain_loss = plain_dup = loss = dup = sms_loss = sms_dup = 0
+    for r in range(rounds):
+        a, b_ = count(received, [f"p{r}x{i}@bench.test" for i in range(n)])
+        plain_loss, plain_dup = plain_loss + a, plain_dup + b_
+        a, b_ = count(received, [f"c{r}x{i}@bench.test" for i in range(n)])
+        loss, dup = loss + a, dup + b_
+        a, b_ = count(sms_received, [phone(r * sms_n + i) for i in range(sms_n)])
+        sms_loss, sms_dup = sms_loss + a, sms_dup + b_
+    m = {k: median([res[k] for res in results]) for k in results[0]}
+    ratios = [res["clarion_email"] / res["plain_email"] for res in results]
+    sms_ratios = [res["clarion_sms"] / res["plain_sms"] for res in results]
+    print(f"--- medians over {rounds} round(s)")
     print(
-        f"email plain asyncio sender: {e_rate:8.1f}/s ({plain_t:.1f}s), losses {plain_loss}, duplicates {plain_dup}"
-    )
-    print(
-        f"email Clarion broadcast:    {c_rate:8.1f}/s ({clarion_email['elapsed']:.1f}s from launch), losses {loss}, duplicates {dup}"
-    )
-    print(
-        f"email ratio Clarion/plain: {c_rate / e_rate:.2f} (target >= 0.90); tier 1 ({n // 10}) notified after {clarion_email['tier1_after']:.1f}s, everyone after {clarion_email['all_after']:.1f}s"
+        f"email plain asyncio sender: {m['plain_email']:8.1f}/s; losses {plain_loss}, duplicates {plain_dup}"
     )
     print(
-        f"sms plain twilio sender:    {s_rate:8.1f}/s; Clarion broadcast {cs_rate:8.1f}/s; ratio {cs_rate / s_rate:.2f}; losses {sms_loss}, duplicates {sms_dup}"
+        f"email Clarion broadcast:    {m['clarion_email']:8.1f}/s (from launch); losses {loss}, duplicates {dup}"
+    )
+    print(
+        f"email ratio Clarion/plain: {median(ratios):.2f} (target >= 0.90; per round: "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}); tier 1 ({n // 10}) notified after "
+        f"{m['tier1']:.1f}s, everyone after {m['all']:.1f}s"
+    )
+    print(
+        f"sms plain twilio sender:    {m['plain_sms']:8.1f}/s; Clarion broadcast {m['clarion_sms']:8.1f}/s; "
+        f"ratio {median(sms_ratios):.2f} (per round: {', '.join(f'{x:.2f}' for x in sms_ratios)}); "
+        f"losses {sms_loss}, duplicates {sms_dup}"
     )
     shutil.rmtree(work, ignore_errors=True)
 
@@ -288,9 +338,14 @@ async def main(n: int, sms_n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--full", action="store_true", help="100,000 emails")
+    parser.add_argument("--full", action="store_true", help="100,000 emails (one round)")
     parser.add_argument("--sms-n", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=None, help="default 3, 1 with --full")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Clarion worker processes (default 1)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(100_000 if args.full else args.n, args.sms_n))
+    rounds = args.rounds or (1 if args.full else 3)
+    asyncio.run(main(100_000 if args.full else args.n, args.sms_n, rounds, args.workers))
     sys.stdout.flush()
     os._exit(0)

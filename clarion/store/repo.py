@@ -42,7 +42,90 @@ async def require_customer(session: AsyncSession, *, external_id: str) -> Custom
     return customer
 
 
-def contact_of(customer: Customer, kind: str) -> str | None:
+@dataclass(slots=True)
+class ContactSnapshot:
+    kind: str
+    value: str
+
+
+@dataclass(slots=True)
+class CustomerSnapshot:
+    """A customer read without the ORM, for the bulk paths (a broadcast batch reads 100 at a
+    time): the same attributes the templates and policies use, at a fraction of the cost."""
+
+    id: int
+    external_id: str
+    name: str
+    locale: str
+    timezone: str
+    attributes: dict[str, Any]
+    contact_points: list[ContactSnapshot]
+
+
+async def customer_snapshots(
+    session: AsyncSession, *, external_ids: Sequence[str]
+) -> dict[str, CustomerSnapshot]:
+    """The customers with these external ids (unknown ids are left out), in two queries."""
+    if not external_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            Customer.id,
+            Customer.external_id,
+            Customer.name,
+            Customer.locale,
+            Customer.timezone,
+            Customer.attributes,
+        ).where(Customer.external_id.in_(external_ids))
+    )
+    by_id = {
+        row[0]: CustomerSnapshot(row[0], row[1], row[2], row[3], row[4], row[5] or {}, [])
+        for row in rows
+    }
+    if by_id:
+        points = await session.execute(
+            select(ContactPoint.customer_id, ContactPoint.kind, ContactPoint.value).where(
+                ContactPoint.customer_id.in_(list(by_id))
+            )
+        )
+        for customer_id, kind, value in points:
+            by_id[customer_id].contact_points.append(ContactSnapshot(kind, value))
+    return {c.external_id: c for c in by_id.values()}
+
+
+async def consent_facts_for(
+    session: AsyncSession, *, customer_ids: Sequence[int]
+) -> dict[int, list[ConsentFact]]:
+    """Consent facts of many customers at once, oldest first per customer."""
+    facts: dict[int, list[ConsentFact]] = {}
+    if not customer_ids:
+        return facts
+    rows = await session.execute(
+        select(
+            ConsentRecord.customer_id,
+            ConsentRecord.channel,
+            ConsentRecord.purpose,
+            ConsentRecord.status,
+            ConsentRecord.recorded_at,
+            ConsentRecord.source,
+        )
+        .where(ConsentRecord.customer_id.in_(customer_ids))
+        .order_by(ConsentRecord.recorded_at, ConsentRecord.id)
+    )
+    for customer_id, channel, purpose, status, recorded_at, source in rows:
+        facts.setdefault(customer_id, []).append(
+            ConsentFact(
+                channel=Channel(channel),
+                purpose=Purpose(purpose),
+                status=ConsentStatus(status),
+                recorded_at=recorded_at,
+                source=source,
+            )
+        )
+    return facts
+
+
+def contact_of(customer: Customer | CustomerSnapshot, kind: str) -> str | None:
     for point in customer.contact_points:
         if point.kind == kind:
             return point.value

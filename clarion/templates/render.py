@@ -66,7 +66,15 @@ def _compiled(source: str, html: bool) -> Template:
     return (html_env if html else text_env).from_string(source)
 
 
+@lru_cache(maxsize=512)
+def _is_static(source: str) -> bool:
+    """No Jinja syntax and nothing the lexer would rewrite: the text renders as itself."""
+    return not any(mark in source for mark in ("{{", "{%", "{#", "\r"))
+
+
 def _render_one(source: str, variables: Mapping[str, Any], *, html: bool, field: str) -> str:
+    if _is_static(source):
+        return source
     try:
         return _compiled(source, html).render(**variables)
     except UndefinedError as exc:
