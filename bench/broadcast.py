@@ -192,6 +192,35 @@ def rendered_texts() -> tuple[str, str]:
     return email.text, sms.body
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def measure(
+    res: dict[str, Any], r: int, pids: list[int], key: str, count: int, work: Any
+) -> Any:
+    """Run one side; note its rate and the CPU seconds per message of the sending
+    process(es): this process for plain, the worker(s) for Clarion."""
+    plain = key.startswith("plain")
+    cpu0 = time.process_time() if plain else cpu_seconds(pids)
+    t0 = time.perf_counter()
+    out = await work
+    elapsed = time.perf_counter() - t0
+    cpu = (time.process_time() if plain else cpu_seconds(pids)) - cpu0
+    res[key], res[f"{key}_cpu_ms"] = count / elapsed, cpu / count * 1000
+    print(
+        f"round {r + 1}: {key:14} {res[key]:7.1f}/s, {res[f'{key}_cpu_ms']:.2f} ms CPU per message",
+        flush=True,
+    )
+    return out
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -275,21 +304,39 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
             # Each round: plain then Clarion, email then SMS, so that both sides see the same
             # machine; the medians over the rounds are the figures.
             res: dict[str, Any] = {}
-            res["plain_email"] = n / await plain_email(settings, n, conc, f"p{r}x", email_text)
-            print(f"round {r + 1}: email plain   {res['plain_email']:7.1f}/s", flush=True)
-            b = await broadcast(clarion, f"c{r}x", [Channel.EMAIL])
-            res["clarion_email"], res["tier1"], res["all"] = (
-                n / b["elapsed"],
-                b["tier1_after"],
-                b["all_after"],
+            await measure(
+                res,
+                r,
+                [proc.pid for proc in procs],
+                "plain_email",
+                n,
+                plain_email(settings, n, conc, f"p{r}x", email_text),
             )
-            print(f"round {r + 1}: email Clarion {res['clarion_email']:7.1f}/s", flush=True)
-            res["plain_sms"] = sms_n / await plain_sms(settings, sms_n, conc, r * sms_n, sms_body)
-            print(f"round {r + 1}: sms plain     {res['plain_sms']:7.1f}/s", flush=True)
-            res["clarion_sms"] = (
-                sms_n / (await broadcast(clarion, f"s{r}x", [Channel.SMS]))["elapsed"]
+            b = await measure(
+                res,
+                r,
+                [proc.pid for proc in procs],
+                "clarion_email",
+                n,
+                broadcast(clarion, f"c{r}x", [Channel.EMAIL]),
             )
-            print(f"round {r + 1}: sms Clarion   {res['clarion_sms']:7.1f}/s", flush=True)
+            res["tier1"], res["all"] = b["tier1_after"], b["all_after"]
+            await measure(
+                res,
+                r,
+                [proc.pid for proc in procs],
+                "plain_sms",
+                sms_n,
+                plain_sms(settings, sms_n, conc, r * sms_n, sms_body),
+            )
+            await measure(
+                res,
+                r,
+                [proc.pid for proc in procs],
+                "clarion_sms",
+                sms_n,
+                broadcast(clarion, f"s{r}x", [Channel.SMS]),
+            )
             results.append(res)
     finally:
         for proc in procs:
@@ -326,6 +373,14 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         f"email ratio Clarion/plain: {median(ratios):.2f} (target >= 0.90; per round: "
         f"{', '.join(f'{x:.2f}' for x in ratios)}); tier 1 ({n // 10}) notified after "
         f"{m['tier1']:.1f}s, everyone after {m['all']:.1f}s"
+    )
+    cpu = m["plain_email_cpu_ms"] / m["clarion_email_cpu_ms"]
+    sms_cpu = m["plain_sms_cpu_ms"] / m["clarion_sms_cpu_ms"]
+    print(
+        f"CPU per message (the sender's process; Clarion: its worker): email plain "
+        f"{m['plain_email_cpu_ms']:.2f} ms, Clarion {m['clarion_email_cpu_ms']:.2f} ms "
+        f"(plain/Clarion {cpu:.2f}); sms plain {m['plain_sms_cpu_ms']:.2f} ms, Clarion "
+        f"{m['clarion_sms_cpu_ms']:.2f} ms (plain/Clarion {sms_cpu:.2f})"
     )
     print(
         f"sms plain twilio sender:    {m['plain_sms']:8.1f}/s; Clarion broadcast {m['clarion_sms']:8.1f}/s; "
