@@ -1,7 +1,8 @@
 """Every side effect of Clarion's workflows: store reads and writes, channel sends, audit."""
 
+from activities.approvals import ApprovalActivities
 from activities.broadcast import BroadcastActivities
 from activities.deliver import DeliveryActivities
 from activities.journeys import JourneyActivities
 
-__all__ = ["BroadcastActivities", "DeliveryActivities", "JourneyActivities"]
+__all__ = ["ApprovalActivities", "BroadcastActivities", "DeliveryActivities", "JourneyActivities"]

@@ -49,6 +49,7 @@ from clarion.faults import failpoint
 from clarion.logging import get_logger
 from clarion.models import AuditKind, Channel, DeliveryStatus, Purpose
 from clarion.policy import decide_consent
+from clarion.policy.approval import DEFAULT_RULES, ApprovalRule, load_policy
 from clarion.store import Store, repo
 from clarion.store.ratelimit import RateLimiter
 from clarion.store.repo import CustomerSnapshot
@@ -129,6 +130,7 @@ class BroadcastActivities:
             store, {Channel.EMAIL: settings.rate_limit_email, Channel.SMS: settings.rate_limit_sms}
         )
         self._definitions: dict[tuple[str, int], TemplateDefinition] = {}
+        self.policy = load_policy(settings.approval_policy_file)
 
     # ------------------------------------------------------------------ prepare
 
@@ -195,9 +197,14 @@ class BroadcastActivities:
                 tiers=[(r.tier, r.count) for r in ranges],
                 unknown_customers=unknown,
             )
+            pre_approved = version.category == CRISIS_CATEGORY and version.status == "approved"
+            rule = self.policy.rule_for("crisis_unapproved") or ApprovalRule(
+                category="crisis_unapproved", ladder=DEFAULT_RULES["crisis_unapproved"].ladder
+            )
             return PreparedBroadcast(
                 ok=True,
-                pre_approved=version.category == CRISIS_CATEGORY and version.status == "approved",
+                pre_approved=pre_approved,
+                approval_rule=None if pre_approved else rule.model_dump(mode="json"),
                 template_version=version.version,
                 ranges=ranges,
                 unknown_customers=unknown,

@@ -29,6 +29,7 @@ from clarion.models import (
     ChannelPlan,
     DeliveryOutcome,
     DeliveryStatus,
+    EscalationInput,
     OutcomeStatus,
     PreparedDelivery,
     PrepareDeliveryInput,
@@ -38,9 +39,10 @@ from clarion.models import (
     SendResult,
 )
 from clarion.policy import ConsentDecision, decide_consent
+from clarion.policy.approval import load_policy
 from clarion.store import Store, repo
 from clarion.store.repo import CustomerSnapshot
-from clarion.store.tables import Customer, Delivery
+from clarion.store.tables import AgentTask, Customer, Delivery
 from clarion.templates import (
     RenderedEmail,
     RenderedSms,
@@ -130,6 +132,7 @@ class DeliveryActivities:
         self.store = store
         self.providers = providers
         self.settings = settings
+        self.policy = load_policy(settings.approval_policy_file)
 
     async def _consent(
         self, session: AsyncSession, customer: Customer, channel: Channel, purpose: Purpose
@@ -211,8 +214,14 @@ class DeliveryActivities:
                     version=version.version,
                     plans=[(p.channel.value, p.allowed, p.reason) for p in plans],
                 )
+                rule = self.policy.rule_for(version.category)
                 return PreparedDelivery(
-                    ok=True, purpose=purpose, template_version=version.version, plans=plans
+                    ok=True,
+                    purpose=purpose,
+                    template_version=version.version,
+                    plans=plans,
+                    category=version.category,
+                    approval_rule=None if rule is None else rule.model_dump(mode="json"),
                 )
 
     def _outgoing(
@@ -399,6 +408,43 @@ class DeliveryActivities:
                 provider=receipt.provider,
                 provider_message_id=receipt.provider_message_id,
             )
+
+    @activity.defn(name="escalate_message")
+    async def escalate_message(self, data: EscalationInput) -> str | None:
+        """Audit a step down the acknowledgement ladder; with no next channel, open a task
+        for a human agent and return its id."""
+        task_id = None if data.to_channel is not None else f"{data.message_id}:agent"
+        async with self.store.transaction() as session:
+            if task_id is not None and await session.get(AgentTask, task_id) is None:
+                session.add(
+                    AgentTask(
+                        id=task_id,
+                        message_id=data.message_id,
+                        customer_external_id=data.customer_id,
+                        reason=data.reason,
+                    )
+                )
+            await repo.append_audit(
+                session,
+                kind=AuditKind.ESCALATED if task_id is None else AuditKind.AGENT_TASK,
+                customer_external_id=data.customer_id,
+                message_id=data.message_id,
+                workflow_id=data.workflow_id,
+                channel=data.to_channel,
+                reason=data.reason,
+                detail={
+                    "from": data.from_channel.value,
+                    "to": data.to_channel.value if data.to_channel else "agent",
+                    **({"task": task_id} if task_id else {}),
+                },
+                dedupe_key=f"{data.message_id}:escalated:{data.to_channel or 'agent'}",
+            )
+        log.info(
+            "message escalated",
+            message_id=data.message_id,
+            to=data.to_channel.value if data.to_channel else "agent",
+        )
+        return task_id
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, data: RecordOutcomeInput) -> None:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     rate_limit_sms: float = Field(default=0.0, ge=0)
     broadcast_concurrency: int = Field(default=32, ge=1, le=1000)
     crisis_tiers_file: Path | None = None
+    # Approvals: the policy file (built-in defaults without one) and the token of the
+    # operator the CLI and SDK act as.
+    approval_policy_file: Path | None = None
+    operator_token: SecretStr = SecretStr("")
     # Signed acknowledgement links in crisis emails: the secret that signs them and the
     # public address of Clarion's API that receives the click (<base>/ack/<token>).
     ack_secret: SecretStr = SecretStr("")

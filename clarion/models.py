@@ -52,6 +52,16 @@ class AuditKind(StrEnum):
     DELIVERED = "delivered"
     UNDELIVERABLE = "undeliverable"
     CONSENT_CHANGED = "consent_changed"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_NOTIFIED = "approval_notified"
+    APPROVAL_DECISION = "approval_decision"  # one operator's approve / reject
+    APPROVAL_REFUSED = "approval_refused"  # a decision that did not count, and why
+    APPROVAL_ESCALATED = "approval_escalated"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    APPROVAL_EXPIRED = "approval_expired"
+    ESCALATED = "escalated"  # a sent message moved down its ladder (no acknowledgement)
+    AGENT_TASK = "agent_task"  # handed to a human agent
 
 
 class _Payload(BaseModel):
@@ -68,6 +78,20 @@ class DeliverMessageInput(_Payload):
     channels: list[Channel] = Field(default_factory=lambda: [Channel.EMAIL])
     context: dict[str, Any] = Field(default_factory=dict)
     template_version: int | None = None  # None: the latest version, pinned at start
+    requested_by: str = "system"  # the operator or service asking (four-eyes for approvals)
+    # Ask for an acknowledgement: when none comes within this time (e.g. "15m") after a
+    # channel delivered, the next channel of the ladder is tried; after the last one, a
+    # human agent gets a task.
+    acknowledge_within: str | None = None
+
+    @field_validator("acknowledge_within")
+    @classmethod
+    def _ack_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from clarion.policy.timing import parse_duration
+
+            parse_duration(value)
+        return value
 
     @field_validator("channels")
     @classmethod
@@ -99,6 +123,8 @@ class PreparedDelivery(_Payload):
     purpose: Purpose | None = None
     template_version: int | None = None
     plans: list[ChannelPlan] = Field(default_factory=list)
+    category: str = ""
+    approval_rule: dict[str, Any] | None = None  # the template's category needs approval
 
 
 class SendInput(_Payload):
@@ -140,8 +166,105 @@ class DeliveryOutcome(_Payload):
     template_version: int | None = None
     reason: str = ""
     attempts: list[ChannelAttempt] = Field(default_factory=list)
+    acknowledged_by: str | None = None  # who acknowledged (messages that ask for it)
+    escalated_to: list[Channel] = Field(default_factory=list)  # channels tried for want of one
+    agent_task: str | None = None  # the human task opened when nobody acknowledged
+
+
+class Acknowledgement(_Payload):
+    """The recipient (or someone for them) confirmed they got the message."""
+
+    by: str = Field(default="customer", min_length=1, max_length=100)
+    channel: Channel | None = None
+
+
+class EscalationInput(_Payload):
+    message_id: str
+    workflow_id: str
+    customer_id: str
+    from_channel: Channel
+    to_channel: Channel | None  # None: to a human agent
+    reason: str
 
 
 class RecordOutcomeInput(_Payload):
     workflow_id: str
     outcome: DeliveryOutcome
+
+
+# ---------------------------------------------------------------- approvals
+
+
+class OperatorDecision(_Payload):
+    """An operator's decision on an approval request (an Update, or a signal)."""
+
+    operator: str = Field(min_length=1, max_length=100)
+    approved: bool
+    reason: str = Field(default="", max_length=2000)
+
+
+class ApprovalGateInput(_Payload):
+    """What needs approval: ids and the rule, never the message text (that is rendered
+    into the store's preview by the opening activity)."""
+
+    request_id: str = Field(min_length=1, max_length=200)
+    subject_kind: str  # message / journey / broadcast
+    subject_id: str
+    category: str
+    template: str
+    template_version: int
+    customer_id: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str = "system"
+    rule: dict[str, Any]  # clarion.policy.approval.ApprovalRule, as JSON
+
+
+class ApprovalOpened(_Payload):
+    roster: dict[str, list[str]]  # operators who may decide: name -> roles
+
+
+class ApprovalLevelInput(_Payload):
+    request_id: str
+    workflow_id: str
+    level: int
+    roles: list[str]  # roles that may decide from this level on
+    notify: list[str]  # roles asked (notified) at this level
+    category: str
+
+
+class ApprovalDecisionRecordInput(_Payload):
+    request_id: str
+    workflow_id: str
+    decision: OperatorDecision
+    counted: bool = True
+    refusal: str = ""
+
+
+class ApprovalCloseInput(_Payload):
+    request_id: str
+    workflow_id: str
+    status: str  # approved / rejected / expired
+    reason: str
+    decided_by: list[str] = Field(default_factory=list)
+
+
+class ApprovalOutcome(_Payload):
+    request_id: str
+    status: str  # approved / rejected / expired
+    reason: str = ""
+    decided_by: list[str] = Field(default_factory=list)
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+
+class ApprovalState(_Payload):
+    """The gate's live state (query ``state``)."""
+
+    request_id: str
+    status: str
+    level: int
+    approvals_needed: int
+    approved_by: list[str] = Field(default_factory=list)
+    requested_by: str = ""

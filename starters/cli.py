@@ -7,11 +7,13 @@ server); 2 bad usage (unknown option or value); 3 a message suppressed by policy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -63,6 +65,13 @@ app.add_typer(db_app, name="db")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 app.add_typer(crisis_app, name="crisis")
+operators_app = typer.Typer(help="Operators, their roles and API tokens.", no_args_is_help=True)
+approvals_app = typer.Typer(
+    help="Messages waiting for a human decision: list, show, approve, reject.",
+    no_args_is_help=True,
+)
+app.add_typer(operators_app, name="operators")
+app.add_typer(approvals_app, name="approvals")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -495,6 +504,13 @@ async def waiting_reason(handle: Any, s: Settings) -> str:
     except Exception as exc:
         return f"still waiting ({exc})"
     pending = description.raw_description.pending_activities
+    if description.raw_description.pending_children:
+        with contextlib.suppress(Exception):
+            if await handle.stage() == "awaiting_approval":
+                return (
+                    "waiting for approval: `clarion approvals show "
+                    f"{handle.message_id}`. Ctrl-C stops waiting; the message goes on."
+                )
     for activity in pending:
         if activity.attempt > 1 and activity.last_failure.message:
             return (
@@ -1088,15 +1104,205 @@ def crisis_reply(
 @crisis_app.command("approve")
 def crisis_approve(
     broadcast_id: str,
-    operator: Annotated[str, typer.Option("--operator", help="Who approves")],
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead")] = False,
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Required to reject")] = "",
 ) -> None:
-    """Approve (or reject) a broadcast whose template is not a pre-approved crisis template."""
-    answer = _broadcast_call(
-        broadcast_id, lambda h: h.approve(operator, approved=not reject, reason=reason)
+    """Approve (or reject) a broadcast whose template is not a pre-approved crisis
+    template, as the operator of CLARION_OPERATOR_TOKEN (same as `clarion approvals`)."""
+    answer = _approvals_call(
+        lambda c: (
+            c.reject(broadcast_id, reason=reason)
+            if reject
+            else c.approve(broadcast_id, reason=reason)
+        ),
+        temporal=True,
     )
     out.print(f"broadcast {broadcast_id}: {answer}")
+
+
+# ------------------------------------------------------------------ operators
+
+
+@operators_app.command("add")
+def operators_add(
+    name: str,
+    role: Annotated[
+        list[str],
+        typer.Option(
+            "--role",
+            help="viewer, operator, approver, incident_manager, compliance or admin (repeatable)",
+        ),
+    ],
+    email: Annotated[str | None, typer.Option("--email", help="Where to notify them")] = None,
+    phone: Annotated[str | None, typer.Option("--phone", help="E.164, for SMS notices")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add an operator and print their API token (shown this once; only its hash is kept).
+
+    The first operator may be added by anyone with access to the store; after that, only
+    an admin (CLARION_OPERATOR_TOKEN) may add operators."""
+    from clarion.policy.approval import Role
+    from clarion.store import operators as operators_repo
+
+    s = settings()
+
+    async def add(store: Store) -> tuple[Any, str]:
+        async with store.transaction() as session:
+            if await operators_repo.count_operators(session) > 0:
+                me = await operators_repo.authenticate(session, s.operator_token.get_secret_value())
+                if me is None or not me.has(Role.ADMIN):
+                    raise Fail(
+                        "only an admin may add operators: set CLARION_OPERATOR_TOKEN to an "
+                        "admin's token",
+                        3,
+                    )
+            try:
+                return await operators_repo.add_operator(
+                    session, name=name, roles=role, email=email, phone=phone
+                )
+            except operators_repo.OperatorError as exc:
+                raise Fail(str(exc), 2) from exc
+
+    info, token = run(with_store(s, add))
+    if as_json:
+        print_json({"name": info.name, "roles": info.roles, "token": token})
+        return
+    out.print(f"operator {info.name} ({', '.join(info.roles)}) added.")
+    out.print("API token (shown once; keep it in CLARION_OPERATOR_TOKEN):")
+    sys.stdout.write(token + "\n")
+
+
+@operators_app.command("list")
+def operators_list(as_json: JsonOpt = False) -> None:
+    """Active operators and their roles."""
+    from clarion.store import operators as operators_repo
+
+    s = settings()
+
+    async def read(store: Store) -> list[Any]:
+        async with store.session() as session:
+            return await operators_repo.list_operators(session)
+
+    ops = run(with_store(s, read))
+    if as_json:
+        print_json([{"name": o.name, "roles": o.roles} for o in ops])
+        return
+    table = Table("name", "roles", "notified at")
+    for o in ops:
+        table.add_row(o.name, ", ".join(o.roles), ", ".join(x for x in (o.email, o.phone) if x))
+    out.print(table)
+
+
+# ------------------------------------------------------------------ approvals
+
+
+def _age(since: datetime) -> str:
+    seconds = int((datetime.now(UTC) - since).total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86_400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86_400}d{seconds % 86_400 // 3600}h"
+
+
+def _approvals_call(call: Callable[[Any], Awaitable[T]], *, temporal: bool = False) -> T:
+    from clarion.errors import ClarionError
+    from starters.sdk import ApprovalRefused, ClarionClient, NotAuthorised
+
+    s = settings()
+
+    async def main() -> T:
+        client = await temporal_client(s) if temporal else None
+        clarion = ClarionClient(client, s)  # type: ignore[arg-type]
+        try:
+            return await call(clarion)
+        finally:
+            await clarion.close()
+
+    try:
+        return run(main())
+    except Fail:
+        raise
+    except NotAuthorised as exc:
+        raise Fail(str(exc), 3) from exc
+    except ApprovalRefused as exc:
+        raise Fail(f"refused: {exc}", 4) from exc
+    except ClarionError as exc:
+        raise Fail(str(exc), 1) from exc
+
+
+@approvals_app.command("list")
+def approvals_list(
+    show_all: Annotated[bool, typer.Option("--all", help="Decided ones too")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pending requests (oldest first), with their age and escalation level."""
+    views = _approvals_call(lambda c: c.approvals(status=None if show_all else "pending"))
+    if as_json:
+        print_json([v.as_json() for v in views])
+        return
+    if not views:
+        out.print("no pending approval requests" if not show_all else "no approval requests")
+        return
+    table = Table("id", "category", "template", "customer", "requested by", "age", "level")
+    if show_all:
+        table.add_column("status")
+    for v in views:
+        row = [
+            v.id,
+            v.category,
+            f"{v.template} v{v.template_version}",
+            v.customer_id or "-",
+            v.requested_by,
+            _age(v.created_at),
+            str(v.level),
+        ]
+        table.add_row(*row, *([v.status] if show_all else []))
+    out.print(table)
+
+
+@approvals_app.command("show")
+def approvals_show(request_id: str, as_json: JsonOpt = False) -> None:
+    """One request: who asked, what for, its decisions, and the rendered preview."""
+    v = _approvals_call(lambda c: c.approval(request_id))
+    if as_json:
+        print_json(v.as_json())
+        return
+    out.print(f"[bold]{v.id}[/bold]  {v.status}  (level {v.level}, {v.approvals_needed} needed)")
+    out.print(
+        f"{v.category}: {v.template} v{v.template_version} for {v.customer_id or '-'}, "
+        f"requested by {v.requested_by} {_age(v.created_at)} ago"
+    )
+    for d in v.decisions:
+        verb = "approved" if d.approved else "rejected"
+        out.print(f"  {verb} by {d.operator} at {d.at:%Y-%m-%d %H:%M}: {d.reason}")
+    if v.outcome_reason:
+        out.print(f"outcome: {v.outcome_reason}")
+    for channel, body in v.preview.items():
+        if isinstance(body, dict):
+            out.print(f"\n[bold]{channel}[/bold]")
+            for key, value in body.items():
+                out.print(f"  {key}: {value}", highlight=False, markup=False)
+        else:
+            out.print(f"\n{channel}: {body}", markup=False)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    request_id: str, reason: Annotated[str, typer.Option("--reason")] = ""
+) -> None:
+    """Approve as the operator of CLARION_OPERATOR_TOKEN (exit 4 when refused)."""
+    answer = _approvals_call(lambda c: c.approve(request_id, reason=reason), temporal=True)
+    out.print(f"{request_id}: {answer}")
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    request_id: str, reason: Annotated[str, typer.Option("--reason", help="Required")]
+) -> None:
+    """Reject with a reason (exit 4 when refused)."""
+    answer = _approvals_call(lambda c: c.reject(request_id, reason=reason), temporal=True)
+    out.print(f"{request_id}: {answer}")
 
 
 # ------------------------------------------------------------------ entry point

@@ -8,6 +8,7 @@ async with await ClarionClient.connect() as clarion:
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import insert
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -26,7 +27,6 @@ from clarion.crisis.models import (
     Audience,
     BroadcastInput,
     BroadcastProgress,
-    Decision,
     FollowUp,
     Incident,
     Severity,
@@ -42,13 +42,26 @@ from clarion.journeys.models import (
     JourneyStatus,
     journey_workflow_id,
 )
-from clarion.models import Channel, DeliverMessageInput, DeliveryOutcome, Purpose
-from clarion.store import Store
+from clarion.models import (
+    Acknowledgement,
+    AuditKind,
+    Channel,
+    DeliverMessageInput,
+    DeliveryOutcome,
+    OperatorDecision,
+    Purpose,
+)
+from clarion.store import Store, repo
+from clarion.store import approvals as approvals_repo
 from clarion.store import broadcasts as broadcast_repo
 from clarion.store import journeys as journey_repo
+from clarion.store import operators as operators_repo
+from clarion.store.approvals import RequestView
+from clarion.store.operators import OperatorInfo
 from clarion.store.segments import SegmentError, compile_segment
 from clarion.store.tables import AudienceListEntry
 from clarion.temporal import connect, workflow_id_for_message
+from workflows.approval import NOT_OPEN_YET
 from workflows.crisis import CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
 from workflows.journey import JourneyWorkflow
@@ -68,6 +81,14 @@ class MessageHandle:
     async def stage(self) -> str:
         return await self._handle.query(DeliverMessageWorkflow.stage)
 
+    async def acknowledge(self, by: str = "customer", channel: Channel | str | None = None) -> None:
+        """The recipient confirmed (a reply, a click, a call taken by an agent): a message
+        sent with ``acknowledge_within`` stops escalating."""
+        await self._handle.signal(
+            DeliverMessageWorkflow.acknowledge,
+            Acknowledgement(by=by, channel=Channel(channel) if channel else None),
+        )
+
 
 @dataclass(frozen=True)
 class EventDelivery:
@@ -81,6 +102,14 @@ class EventDelivery:
 
 class JourneyRefused(ClarionError):
     """A journey that may not start for this customer now (re-entry rule, already in it)."""
+
+
+class NotAuthorised(ClarionError):
+    """No operator, or one without the needed role."""
+
+
+class ApprovalRefused(ClarionError):
+    """A decision the approval gate refused (the reason is the message)."""
 
 
 class ClarionClient:
@@ -128,10 +157,18 @@ class ClarionClient:
         context: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         template_version: int | None = None,
+        requested_by: str | None = None,
+        acknowledge_within: str | None = None,
     ) -> MessageHandle:
         """Start delivering a message. The same ``message_id`` twice is one message:
-        the second call returns the handle of the first."""
+        the second call returns the handle of the first. ``requested_by`` (default: the
+        configured operator, else ``system``) is who asked, for approvals' four-eyes rule."""
+        if requested_by is None:
+            operator = await self.operator()
+            requested_by = operator.name if operator else "system"
         request = DeliverMessageInput(
+            requested_by=requested_by,
+            acknowledge_within=acknowledge_within,
             message_id=message_id or str(uuid.uuid4()),
             customer_id=customer_id,
             template=template,
@@ -153,6 +190,84 @@ class ClarionClient:
         except WorkflowAlreadyStartedError:
             handle = self.temporal.get_workflow_handle_for(DeliverMessageWorkflow.run, workflow_id)
         return MessageHandle(handle, request.message_id)
+
+    # ----------------------------------------------------------------- operators
+
+    async def operator(self) -> OperatorInfo | None:
+        """The operator whose token is configured (CLARION_OPERATOR_TOKEN), or None when
+        no token is set. A token that is not an active operator's is refused."""
+        token = self.settings.operator_token.get_secret_value()
+        if not token:
+            return None
+        async with self.store.session() as session:
+            found = await operators_repo.authenticate(session, token)
+        if found is None:
+            raise NotAuthorised("CLARION_OPERATOR_TOKEN is not the token of an active operator")
+        return found
+
+    async def require_operator(self) -> OperatorInfo:
+        found = await self.operator()
+        if found is None:
+            raise NotAuthorised(
+                "this needs an operator: set CLARION_OPERATOR_TOKEN to your token "
+                "(clarion operators add prints it)"
+            )
+        return found
+
+    # ----------------------------------------------------------------- approvals
+
+    async def approvals(self, *, status: str | None = "pending") -> list[RequestView]:
+        """Approval requests (pending ones by default; None for all), oldest first."""
+        async with self.store.session() as session:
+            return await approvals_repo.list_requests(session, status=status)
+
+    async def approval(self, request_id: str) -> RequestView:
+        async with self.store.session() as session:
+            return await approvals_repo.get_request(session, request_id)
+
+    async def approve(self, request_id: str, *, reason: str = "") -> str:
+        """Approve as the configured operator; ApprovalRefused says why it did not count."""
+        return await self._decide(request_id, approved=True, reason=reason)
+
+    async def reject(self, request_id: str, *, reason: str) -> str:
+        return await self._decide(request_id, approved=False, reason=reason)
+
+    async def _decide(self, request_id: str, *, approved: bool, reason: str) -> str:
+        operator = await self.require_operator()
+        request = await self.approval(request_id)  # NotFound for an unknown id
+        decision = OperatorDecision(operator=operator.name, approved=approved, reason=reason)
+        handle = self.temporal.get_workflow_handle(request.workflow_id)
+        refreshed = 0
+        for _ in range(100):  # the store row can be seconds ahead of the gate opening
+            try:
+                return await handle.execute_update("decide", decision, result_type=str)
+            except WorkflowUpdateFailedError as exc:
+                why = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
+            except RPCError as exc:
+                if exc.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                why = f"the request is already {(await self.approval(request_id)).status}"
+            if why.startswith("unknown operator") and refreshed < 30:
+                # Added after the request opened: the gate reads its roster again.
+                if not refreshed:
+                    await handle.signal("refresh_roster")
+                refreshed += 1
+            elif why != NOT_OPEN_YET:
+                break
+            await asyncio.sleep(0.1)
+        # The gate's validator refused: nothing changed there; the audit trail keeps it.
+        async with self.store.transaction() as session:
+            await repo.append_audit(
+                session,
+                kind=AuditKind.APPROVAL_REFUSED,
+                customer_external_id=request.customer_id,
+                message_id=request.subject_id if request.subject_kind == "message" else None,
+                workflow_id=request.workflow_id,
+                actor=operator.name,
+                reason=why,
+                detail={"request": request_id, "approved": approved, "operator_reason": reason},
+            )
+        raise ApprovalRefused(why)
 
     def get_message(self, message_id: str) -> MessageHandle:
         handle = self.temporal.get_workflow_handle_for(
@@ -265,6 +380,7 @@ class ClarionClient:
         batch_size: int = 500,
         shard_size: int = 10_000,
         heartbeat_timeout_s: int = 30,
+        max_parallel_shards: int = 4,
     ) -> BroadcastHandle:
         """Launch a crisis broadcast to a segment or to a list of customer ids (staged in
         the store, never carried in a payload); returns at once with a handle."""
@@ -283,6 +399,7 @@ class ClarionClient:
                 compile_segment(tier.segment, "sqlite")
             except (ExpressionError, SegmentError) as exc:
                 raise ValidationFailed(f"tiers.{i}.segment", tier.segment, str(exc)) from exc
+        operator = await self.operator()
         broadcast_id = broadcast_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         list_id = None
         if customers is not None:
@@ -306,6 +423,8 @@ class ClarionClient:
             batch_size=batch_size,
             shard_size=shard_size,
             heartbeat_timeout_s=heartbeat_timeout_s,
+            max_parallel_shards=max_parallel_shards,
+            requested_by=operator.name if operator else "system",
         )
         handle = await self.temporal.start_workflow(
             CrisisBroadcastWorkflow.run,
@@ -313,13 +432,13 @@ class ClarionClient:
             id=broadcast_workflow_id(broadcast_id),
             task_queue=self.settings.task_queue,
         )
-        return BroadcastHandle(handle, broadcast_id, self.store)
+        return BroadcastHandle(handle, broadcast_id, self)
 
     def broadcast(self, broadcast_id: str) -> BroadcastHandle:
         handle = self.temporal.get_workflow_handle_for(
             CrisisBroadcastWorkflow.run, broadcast_workflow_id(broadcast_id)
         )
-        return BroadcastHandle(handle, broadcast_id, self.store)
+        return BroadcastHandle(handle, broadcast_id, self)
 
 
 def _now() -> datetime:
@@ -333,10 +452,11 @@ class BroadcastHandle:
         self,
         handle: WorkflowHandle[CrisisBroadcastWorkflow, BroadcastProgress],
         broadcast_id: str,
-        store: Store,
+        clarion: ClarionClient,
     ) -> None:
         self._handle = handle
-        self._store = store
+        self._clarion = clarion
+        self._store = clarion.store
         self.broadcast_id = broadcast_id
         self.workflow_id = handle.id
 
@@ -359,9 +479,13 @@ class BroadcastHandle:
                 session, broadcast_id=self.broadcast_id, customer_id=customer_id, at=_now()
             )
 
-    async def approve(self, operator: str, *, approved: bool = True, reason: str = "") -> str:
-        decision = Decision(approved=approved, operator=operator, reason=reason)
-        return await self._handle.execute_update("approve", decision, result_type=str)
+    async def approve(self, *, reason: str = "") -> str:
+        """Approve a broadcast whose template is not a pre-approved crisis template, as the
+        configured operator (the approval gate's rules apply; see docs/approvals.md)."""
+        return await self._clarion.approve(self.broadcast_id, reason=reason)
+
+    async def reject(self, *, reason: str) -> str:
+        return await self._clarion.reject(self.broadcast_id, reason=reason)
 
     async def update(self, template: str) -> int:
         """Send ``template`` as a follow-up; returns the new message generation."""

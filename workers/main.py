@@ -10,7 +10,12 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import BroadcastActivities, DeliveryActivities, JourneyActivities
+from activities import (
+    ApprovalActivities,
+    BroadcastActivities,
+    DeliveryActivities,
+    JourneyActivities,
+)
 from clarion.channels import Provider, build_providers
 from clarion.config import Settings
 from clarion.logging import get_logger
@@ -33,10 +38,12 @@ def build_worker(
     acts = DeliveryActivities(store, providers, settings)
     journeys = JourneyActivities(store)
     broadcasts = BroadcastActivities(store, providers, settings)
+    approvals = ApprovalActivities(store, providers, settings)
     activities: Sequence[Callable[..., Any]] = [
         acts.prepare_delivery,
         acts.send_message,
         acts.record_outcome,
+        acts.escalate_message,
         journeys.load_journey,
         journeys.record_steps,
         journeys.evaluate_branch,
@@ -45,6 +52,11 @@ def build_worker(
         broadcasts.new_generation,
         broadcasts.set_state,
         broadcasts.send_broadcast_batch,
+        approvals.open_approval,
+        approvals.ask_approvers,
+        approvals.load_roster,
+        approvals.record_approval_decision,
+        approvals.close_approval,
     ]
     return Worker(
         client,

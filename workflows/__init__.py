@@ -1,5 +1,6 @@
 """Deterministic orchestration only: no I/O, no clock, no randomness."""
 
+from workflows.approval import ApprovalGateWorkflow
 from workflows.crisis import BroadcastShardWorkflow, CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
 from workflows.journey import JourneyWorkflow
@@ -9,10 +10,12 @@ ALL_WORKFLOWS = [
     JourneyWorkflow,
     CrisisBroadcastWorkflow,
     BroadcastShardWorkflow,
+    ApprovalGateWorkflow,
 ]
 
 __all__ = [
     "ALL_WORKFLOWS",
+    "ApprovalGateWorkflow",
     "BroadcastShardWorkflow",
     "CrisisBroadcastWorkflow",
     "DeliverMessageWorkflow",

@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
         BroadcastInput,
         BroadcastProgress,
         BroadcastState,
-        Decision,
         FinishBroadcastInput,
         FollowUp,
         NewGeneration,
@@ -34,8 +33,11 @@ with workflow.unsafe.imports_passed_through():
         TierProgress,
         TierRange,
     )
+    from clarion.models import ApprovalGateInput, ApprovalOutcome
     from clarion.policy.timing import parse_duration
     from workflows.deliver import STORE_RETRY
+
+CRISIS_UNAPPROVED = "crisis_unapproved"
 
 MIN_SHARD = 50
 BATCH_RETRY = RetryPolicy(
@@ -105,7 +107,7 @@ class CrisisBroadcastWorkflow:
         self.gen = 1
         self.dispatched_gen = 0
         self.resolution_gen: int | None = None
-        self.decision: Decision | None = None
+        self.approval: ApprovalOutcome | None = None
         self.cancelled = False
         self.reason = ""
         self.launched_at: datetime | None = None
@@ -123,18 +125,6 @@ class CrisisBroadcastWorkflow:
             self.escalations.merge(report.tally)
         else:
             (self.tally if self.pass_no <= 1 else self.followups).merge(report.tally)
-
-    @workflow.update(name="approve")
-    async def approve(self, decision: Decision) -> str:
-        self.decision = decision
-        return "approved" if decision.approved else "rejected"
-
-    @approve.validator
-    def _check_approve(self, decision: Decision) -> None:
-        if self.state is not BroadcastState.AWAITING_APPROVAL or self.decision is not None:
-            raise ValueError(f"the broadcast is {self.state.value}; no approval is pending")
-        if not decision.approved and not decision.reason.strip():
-            raise ValueError("a rejection needs a reason")
 
     @workflow.update(name="follow_up")
     async def follow_up(self, message: FollowUp) -> int:
@@ -243,12 +233,14 @@ class CrisisBroadcastWorkflow:
             return await self._end(BroadcastState.CANCELLED)
         if not self.prepared.pre_approved:
             await self._set(BroadcastState.AWAITING_APPROVAL)
-            await workflow.wait_condition(lambda: self.decision is not None or self.cancelled)
+            gate = asyncio.create_task(self._approval(inp, self.prepared))
+            await workflow.wait_condition(lambda: gate.done() or self.cancelled)
             if self.cancelled:
+                gate.cancel()  # the gate is cancelled with it: nobody needs to decide
                 return await self._end(BroadcastState.CANCELLED)
-            assert self.decision is not None
-            if not self.decision.approved:
-                self.reason = f"rejected by {self.decision.operator}: {self.decision.reason}"
+            self.approval = gate.result()
+            if not self.approval.approved:
+                self.reason = f"approval {self.approval.status}: {self.approval.reason}"
                 return await self._end(BroadcastState.REJECTED)
         self.launched_at = workflow.now()
         await self._set(BroadcastState.DISPATCHING)
@@ -265,6 +257,25 @@ class CrisisBroadcastWorkflow:
                 await self._set(BroadcastState.ACTIVE)
             await workflow.wait_condition(lambda: self.gen > self.dispatched_gen or self.cancelled)
         return await self._end(BroadcastState.CANCELLED)
+
+    async def _approval(self, inp: BroadcastInput, prepared: PreparedBroadcast) -> ApprovalOutcome:
+        """A template that is not a pre-approved crisis template needs the approval gate
+        (category ``crisis_unapproved``): who decides and how it escalates is policy."""
+        return await workflow.execute_child_workflow(
+            "ApprovalGate",
+            ApprovalGateInput(
+                request_id=inp.broadcast_id,
+                subject_kind="broadcast",
+                subject_id=inp.broadcast_id,
+                category=CRISIS_UNAPPROVED,
+                template=inp.template,
+                template_version=prepared.template_version,
+                requested_by=inp.requested_by,
+                rule=prepared.approval_rule or {},
+            ),
+            id=f"approval:{inp.broadcast_id}",
+            result_type=ApprovalOutcome,
+        )
 
     async def _dispatch(self, ranges: list[TierRange]) -> None:
         """One pass: every tier in order; within a tier, shards in parallel."""

@@ -13,16 +13,21 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliver import PERMANENT_ERROR_TYPES, DeliveryActivities
     from clarion.models import (
+        Acknowledgement,
+        ApprovalGateInput,
+        ApprovalOutcome,
         Channel,
         ChannelAttempt,
         DeliverMessageInput,
         DeliveryOutcome,
         DeliveryStatus,
+        EscalationInput,
         OutcomeStatus,
         PreparedDelivery,
         PrepareDeliveryInput,
@@ -30,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         SendInput,
         SendResult,
     )
+    from clarion.policy.timing import parse_duration
 
 STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -50,7 +56,7 @@ def _failure_reason(err: ActivityError) -> str:
     cause = err.cause
     if isinstance(cause, ApplicationError):
         return f"{cause.type}: {cause.message}" if cause.type else cause.message
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, ActivityTimeout):
         return f"gave up after retrying: {cause.message}"
     return str(cause or err)
 
@@ -61,6 +67,14 @@ class DeliverMessageWorkflow:
         self._stage = "starting"
         self._attempts: list[ChannelAttempt] = []
         self._outcome: DeliveryOutcome | None = None
+        self._ack: Acknowledgement | None = None
+        self._escalated_to: list[Channel] = []
+        self._agent_task: str | None = None
+
+    @workflow.signal(name="acknowledge")
+    def acknowledge(self, ack: Acknowledgement) -> None:
+        if self._ack is None:
+            self._ack = ack
 
     @workflow.query(name="outcome")
     def outcome(self) -> DeliveryOutcome | None:
@@ -84,9 +98,38 @@ class DeliverMessageWorkflow:
             return await self._finish(wf_id, req, OutcomeStatus.FAILED, reason=prepared.error)
         assert prepared.purpose is not None and prepared.template_version is not None
 
+        if prepared.approval_rule is not None and any(p.allowed for p in prepared.plans):
+            self._stage = "awaiting_approval"
+            decision: ApprovalOutcome = await workflow.execute_child_workflow(
+                "ApprovalGate",
+                ApprovalGateInput(
+                    request_id=req.message_id,
+                    subject_kind="message",
+                    subject_id=req.message_id,
+                    category=prepared.category,
+                    template=req.template,
+                    template_version=prepared.template_version,
+                    customer_id=req.customer_id,
+                    context=req.context,
+                    requested_by=req.requested_by,
+                    rule=prepared.approval_rule,
+                ),
+                id=f"approval:{req.message_id}",
+                result_type=ApprovalOutcome,
+            )
+            if not decision.approved:
+                return await self._finish(
+                    wf_id,
+                    req,
+                    OutcomeStatus.SUPPRESSED,
+                    reason=f"approval {decision.status}: {decision.reason}",
+                    template_version=prepared.template_version,
+                )
+
         fallback_from: Channel | None = None
         fallback_reason = ""
         any_failed = False
+        unacknowledged: SendResult | None = None  # delivered, then nobody acknowledged
         for plan in prepared.plans:
             if not plan.allowed:
                 failed = plan.reason.startswith("template_error")
@@ -99,6 +142,8 @@ class DeliverMessageWorkflow:
                     )
                 )
                 continue
+            if unacknowledged is not None:
+                await self._escalate(wf_id, req, unacknowledged.channel, plan.channel)
             self._stage = f"sending:{plan.channel.value}"
             try:
                 result: SendResult = await workflow.execute_activity_method(
@@ -134,6 +179,12 @@ class DeliverMessageWorkflow:
                 ChannelAttempt(channel=result.channel, status=result.status, reason=result.reason)
             )
             if result.status is DeliveryStatus.SENT:
+                if req.acknowledge_within is not None and not await self._acknowledged(
+                    req.acknowledge_within, result.channel
+                ):
+                    unacknowledged = result  # down the ladder: the next allowed channel
+                    fallback_from, fallback_reason = None, ""
+                    continue
                 return await self._finish(
                     wf_id,
                     req,
@@ -142,10 +193,54 @@ class DeliverMessageWorkflow:
                     provider_message_id=result.provider_message_id,
                     template_version=prepared.template_version,
                 )
+        if unacknowledged is not None:
+            # Delivered, yet nobody confirmed after every channel: a person takes over.
+            self._agent_task = await self._escalate(wf_id, req, unacknowledged.channel, None)
+            return await self._finish(
+                wf_id,
+                req,
+                OutcomeStatus.DELIVERED,
+                reason="not acknowledged on any channel; handed to an agent",
+                channel=unacknowledged.channel,
+                provider_message_id=unacknowledged.provider_message_id,
+                template_version=prepared.template_version,
+            )
         status = OutcomeStatus.FAILED if any_failed else OutcomeStatus.SUPPRESSED
         reason = "; ".join(f"{a.channel.value}: {a.reason}" for a in self._attempts)
         return await self._finish(
             wf_id, req, status, reason=reason, template_version=prepared.template_version
+        )
+
+    async def _acknowledged(self, within: str, channel: Channel) -> bool:
+        """Wait up to ``within`` for an acknowledgement of the message."""
+        self._stage = f"awaiting_acknowledgement:{channel.value}"
+        try:
+            await workflow.wait_condition(
+                lambda: self._ack is not None, timeout=parse_duration(within)
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _escalate(
+        self, wf_id: str, req: DeliverMessageInput, from_channel: Channel, to: Channel | None
+    ) -> str | None:
+        """Record a step down the ladder; to None: open a task for a human agent."""
+        if to is not None:
+            self._escalated_to.append(to)
+        reason = f"not acknowledged within {req.acknowledge_within} on {from_channel.value}"
+        return await workflow.execute_activity_method(
+            DeliveryActivities.escalate_message,
+            EscalationInput(
+                message_id=req.message_id,
+                workflow_id=wf_id,
+                customer_id=req.customer_id,
+                from_channel=from_channel,
+                to_channel=to,
+                reason=reason,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
         )
 
     async def _finish(
@@ -168,6 +263,9 @@ class DeliverMessageWorkflow:
             template_version=template_version,
             reason=reason,
             attempts=list(self._attempts),
+            acknowledged_by=self._ack.by if self._ack else None,
+            escalated_to=list(self._escalated_to),
+            agent_task=self._agent_task,
         )
         outcome = self._outcome
         self._stage = "recording"

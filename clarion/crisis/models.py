@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -93,6 +94,7 @@ class BroadcastInput(_Payload):
     batch_size: int = Field(default=500, ge=1, le=5000)
     shard_size: int = Field(default=10_000, ge=1)
     max_parallel_shards: int = Field(default=4, ge=1, le=64)
+    requested_by: str = "system"  # who launched it (four-eyes when it needs approval)
     heartbeat_timeout_s: int = Field(default=30, ge=2, le=3600)
 
 
@@ -108,6 +110,7 @@ class PreparedBroadcast(_Payload):
     error: str = ""
     pre_approved: bool = False
     template_version: int = 0
+    approval_rule: dict[str, Any] | None = None  # for a template that is not pre-approved
     ranges: list[TierRange] = Field(default_factory=list)
     unknown_customers: int = 0
 
@@ -169,12 +172,6 @@ class ShardInput(_Payload):
     heartbeat_timeout_s: int = 30
     escalate: bool = False
     ack_within_s: float | None = None
-
-
-class Decision(_Payload):
-    approved: bool
-    operator: str = Field(min_length=1, max_length=100)
-    reason: str = ""
 
 
 class FollowUp(_Payload):

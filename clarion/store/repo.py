@@ -357,14 +357,28 @@ async def append_audit(
     return event
 
 
+async def audit_exists(session: AsyncSession, *, dedupe_key: str) -> bool:
+    found = await session.execute(select(AuditEvent.id).where(AuditEvent.dedupe_key == dedupe_key))
+    return found.first() is not None
+
+
 async def audit_events(
     session: AsyncSession,
     *,
     customer_external_id: str | None = None,
     message_id: str | None = None,
+    workflow_id: str | None = None,
+    kind: AuditKind | str | None = None,
+    actor: str | None = None,
     limit: int = 1000,
 ) -> Sequence[AuditEvent]:
     query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+    if workflow_id is not None:
+        query = query.where(AuditEvent.workflow_id == workflow_id)
+    if kind is not None:
+        query = query.where(AuditEvent.kind == str(kind))
+    if actor is not None:
+        query = query.where(AuditEvent.actor == actor)
     if customer_external_id is not None:
         query = query.where(AuditEvent.customer_external_id == customer_external_id)
     if message_id is not None:

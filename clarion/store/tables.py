@@ -313,3 +313,72 @@ class AudienceListEntry(Base):
 
     list_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     customer_external_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class Operator(Base):
+    """A person who operates Clarion: roles, an API token (only its hash is kept), and
+    where Clarion notifies them (approval requests)."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ApprovalRequest(Base):
+    """A message waiting for a human decision; the workflow ``approval:<id>`` owns it."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (Index("ix_approval_requests_status", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    subject_kind: Mapped[str] = mapped_column(String(32))  # message / journey / broadcast
+    subject_id: Mapped[str] = mapped_column(String(200))  # message id, broadcast id, ...
+    category: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(100))
+    template_version: Mapped[int] = mapped_column(Integer)
+    customer_external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    preview: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    escalated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    outcome_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ApprovalDecisionRecord(Base):
+    """One decision on a request (two-approver rules record two)."""
+
+    __tablename__ = "approval_decisions"
+
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    operator: Mapped[str] = mapped_column(String(100), primary_key=True)
+    approved: Mapped[bool] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentTask(Base):
+    """Work for a human agent: a message nobody acknowledged after every channel."""
+
+    __tablename__ = "agent_tasks"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(200), index=True)
+    customer_external_id: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -6,14 +6,16 @@ import asyncio
 import re
 from collections import defaultdict
 
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from clarion.crisis.models import BroadcastProgress, BroadcastState, Tier
 from clarion.customers import CustomerRecord
 from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
+from clarion.store import operators as operators_repo
 from clarion.store.tables import BroadcastRecipient
-from starters.sdk import BroadcastHandle
+from starters.sdk import BroadcastHandle, ClarionClient
 from tests.conftest import Stack, uid, unique_phone
 from tests.support.processes import wait_until
 
@@ -212,7 +214,16 @@ async def test_non_crisis_template_waits_for_approval_then_resolves(stack: Stack
 
     await wait_until(awaiting, within=30, what="approval to be asked")
     assert all(stack.smtp.to(p.email or "") == [] for p in people)
-    assert await handle.approve("duty-manager") == "approved"
+    async with stack.store.transaction() as session:
+        _, token = await operators_repo.add_operator(
+            session, name=uid("im"), roles=["incident_manager"]
+        )
+    manager = ClarionClient(
+        stack.client,
+        stack.settings.model_copy(update={"operator_token": SecretStr(token)}),
+        store=stack.store,
+    )
+    assert await manager.broadcast(handle.broadcast_id).approve(reason="planned") == "approved"
     await reached(handle)
     assert await handle.resolve("crisis-resolved") == 2
     final = await asyncio.wait_for(handle.result(), 60)

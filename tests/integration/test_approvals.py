@@ -1,0 +1,360 @@
+"""Approvals end to end: the gate as a child of DeliverMessage, on the real dev server.
+
+The worker here reads tests/data/policies/approvals-fast.yaml: billing asks approvers for
+3 s, then compliance for 3 s, then expires; price changes need two approvers; regulatory
+messages are rejected when compliance does not decide within 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from clarion.channels import build_providers
+from clarion.errors import NotFound
+from clarion.models import AuditKind, Channel, OperatorDecision, OutcomeStatus
+from clarion.store import Store, repo
+from clarion.store import approvals as approvals_repo
+from clarion.store import operators as operators_repo
+from clarion.store.tables import AgentTask
+from starters.sdk import ApprovalRefused, ClarionClient, NotAuthorised
+from tests.conftest import ROOT, Stack, add_customer, make_settings, uid, unique_phone
+from tests.support.fake_twilio import FakeTwilio
+from tests.support.smtp_server import SmtpServer
+from workers.main import build_worker
+
+POLICY = ROOT / "tests" / "data" / "policies" / "approvals-fast.yaml"
+
+
+@pytest.fixture
+async def approvals(
+    temporal_env: WorkflowEnvironment,
+    store: Store,
+    smtp_server: SmtpServer,
+    fake_twilio: FakeTwilio,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    settings = make_settings(
+        tmp_path,
+        store,
+        smtp_server,
+        fake_twilio,
+        task_queue=uid("tq"),
+        approval_policy_file=POLICY,
+    )
+    providers = build_providers(settings)
+    async with build_worker(temporal_env.client, settings, store, providers):
+        yield Stack(
+            settings=settings,
+            store=store,
+            client=temporal_env.client,
+            clarion=ClarionClient(temporal_env.client, settings, store=store),
+            smtp=smtp_server,
+            twilio=fake_twilio,
+        )
+    for provider in providers.values():
+        await provider.aclose()
+
+
+async def operator(stack: Stack, *roles: str, email: bool = True) -> ClarionClient:
+    """A new operator with ``roles``; returns an SDK client acting as them."""
+    name = uid("op")
+    async with stack.store.transaction() as session:
+        _, token = await operators_repo.add_operator(
+            session,
+            name=name,
+            roles=list(roles),
+            email=f"{name}@ops.clarion.test" if email else None,
+        )
+    settings = stack.settings.model_copy(update={"operator_token": SecretStr(token)})
+    return ClarionClient(stack.client, settings, store=stack.store)
+
+
+async def pending(stack: Stack, request_id: str, *, level: int = 0) -> None:
+    """Wait until the request is open in the store (at ``level``)."""
+    for _ in range(200):
+        async with stack.store.session() as session:
+            try:
+                view = await approvals_repo.get_request(session, request_id)
+            except NotFound:
+                view = None
+        if view is not None and view.status == "pending" and view.level >= level:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"request {request_id} never became pending at level {level}")
+
+
+async def audit_kinds(stack: Stack, **filters: object) -> list[str]:
+    async with stack.store.session() as session:
+        events = await repo.audit_events(session, **filters)  # type: ignore[arg-type]
+    return [e.kind for e in events]
+
+
+async def test_approved_billing_message_is_sent(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "operator")
+    approver = await operator(stack, "approver")
+    customer = await add_customer(stack.store, name="Ada Lovelace")
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-1"}
+    )
+    await pending(stack, handle.message_id)
+    assert await handle.stage() == "awaiting_approval"
+    assert stack.smtp.with_id(handle.message_id) == []  # nothing out before the decision
+
+    view = await approver.approval(handle.message_id)
+    assert view.category == "billing" and view.requested_by == (await requester.operator()).name
+    assert view.preview["email"]["subject"] == "Your invoice I-1"
+    # The approver was notified by email through Clarion's own channel.
+    me = await approver.operator()
+    assert me is not None
+    assert stack.smtp.to(me.email or "-")
+
+    assert await approver.approve(handle.message_id, reason="checked") == "approved"
+    outcome = await handle.result()
+    assert outcome.status is OutcomeStatus.DELIVERED
+    assert len(stack.smtp.with_id(handle.message_id)) == 1
+    kinds = await audit_kinds(stack, message_id=handle.message_id)
+    assert AuditKind.APPROVAL_REQUESTED in kinds and AuditKind.APPROVED in kinds
+    assert kinds.index(AuditKind.APPROVED) < kinds.index(AuditKind.SENT)
+    assert (await approver.approval(handle.message_id)).status == "approved"
+
+
+async def test_rejected_billing_message_is_never_sent(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "operator")
+    approver = await operator(stack, "approver")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-2"}
+    )
+    await pending(stack, handle.message_id)
+    with pytest.raises(ApprovalRefused, match="needs a reason"):
+        await approver.reject(handle.message_id, reason=" ")
+    assert await approver.reject(handle.message_id, reason="wrong amount") == "rejected"
+    outcome = await handle.result()
+    assert outcome.status is OutcomeStatus.SUPPRESSED
+    assert "rejected by" in outcome.reason and "wrong amount" in outcome.reason
+    assert stack.smtp.with_id(handle.message_id) == []
+    view = await approver.approval(handle.message_id)
+    assert view.status == "rejected"
+    assert [(d.approved, d.reason) for d in view.decisions] == [(False, "wrong amount")]
+    # A decision after the end is refused too.
+    with pytest.raises(ApprovalRefused, match="already rejected"):
+        await approver.approve(handle.message_id)
+
+
+async def test_validator_refusals(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "approver")  # an approver asking for their own message
+    viewer = await operator(stack, "viewer")
+    other = await operator(stack, "approver")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-3"}
+    )
+    await pending(stack, handle.message_id)
+    with pytest.raises(ApprovalRefused, match="lacks a role"):
+        await viewer.approve(handle.message_id)
+    with pytest.raises(ApprovalRefused, match="four-eyes"):
+        await requester.approve(handle.message_id)
+    with pytest.raises(NotAuthorised):
+        await stack.clarion.approve(handle.message_id)  # no operator token at all
+    # An operator unknown to the gate, straight through Temporal: refused by the validator.
+    gate = stack.client.get_workflow_handle(f"approval:{handle.message_id}")
+    with pytest.raises(WorkflowUpdateFailedError):
+        await gate.execute_update(
+            "decide", OperatorDecision(operator="mallory", approved=True), result_type=str
+        )
+    # Refusals through the SDK are in the audit trail, with the operator and the reason.
+    async with stack.store.session() as session:
+        events = await repo.audit_events(session, kind=AuditKind.APPROVAL_REFUSED)
+    mine = [e for e in events if e.workflow_id == f"approval:{handle.message_id}"]
+    assert {e.actor for e in mine} == {
+        (await viewer.operator()).name,  # type: ignore[union-attr]
+        (await requester.operator()).name,  # type: ignore[union-attr]
+    }
+    assert await other.approve(handle.message_id) == "approved"
+    assert (await handle.result()).status is OutcomeStatus.DELIVERED
+
+
+async def test_refused_signal_is_audited_and_changes_nothing(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "operator")
+    approver = await operator(stack, "approver")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-4"}
+    )
+    await pending(stack, handle.message_id)
+    gate = stack.client.get_workflow_handle(f"approval:{handle.message_id}")
+    await gate.signal("decide", OperatorDecision(operator="mallory", approved=True))
+    for _ in range(100):
+        if AuditKind.APPROVAL_REFUSED in await audit_kinds(
+            stack, kind=AuditKind.APPROVAL_REFUSED, actor="mallory"
+        ):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the refused signal was not audited")
+    assert (await approver.approval(handle.message_id)).status == "pending"
+    name = (await approver.operator()).name  # type: ignore[union-attr]
+    await gate.signal("decide", OperatorDecision(operator=name, approved=True))
+    assert (await handle.result()).status is OutcomeStatus.DELIVERED
+
+
+async def test_two_approvers_needed_for_price_change(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "operator")
+    first, second = await operator(stack, "approver"), await operator(stack, "approver")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-price", context={"starts": "1 Jan"}
+    )
+    await pending(stack, handle.message_id)
+    assert "1 of 2" in await first.approve(handle.message_id)
+    with pytest.raises(ApprovalRefused, match="already approved"):
+        await first.approve(handle.message_id)
+    assert stack.smtp.with_id(handle.message_id) == []
+    assert await second.approve(handle.message_id) == "approved"
+    assert (await handle.result()).status is OutcomeStatus.DELIVERED
+
+
+async def test_escalation_then_expiry(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "operator")
+    compliance = await operator(stack, "compliance")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-5"}
+    )
+    await pending(stack, handle.message_id)
+    # Compliance may not decide at the first level ...
+    with pytest.raises(ApprovalRefused, match="lacks a role"):
+        await compliance.approve(handle.message_id)
+    # ... is asked (and notified) once the approvers let 3 s pass ...
+    await pending(stack, handle.message_id, level=1)
+    me = (await compliance.operator()).email  # type: ignore[union-attr]
+    for _ in range(50):
+        if stack.smtp.to(me or "-"):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("compliance was not notified on escalation")
+    # ... and when nobody decides, the request expires and nothing is sent.
+    outcome = await asyncio.wait_for(handle.result(), timeout=30)
+    assert outcome.status is OutcomeStatus.SUPPRESSED and "approval expired" in outcome.reason
+    assert stack.smtp.with_id(handle.message_id) == []
+    kinds = await audit_kinds(stack, workflow_id=f"approval:{handle.message_id}")
+    assert AuditKind.APPROVAL_ESCALATED in kinds and AuditKind.APPROVAL_EXPIRED in kinds
+
+
+async def test_escalated_level_may_decide(approvals: Stack) -> None:
+    stack = approvals
+    requester = await operator(stack, "operator")
+    compliance = await operator(stack, "compliance")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-6"}
+    )
+    await pending(stack, handle.message_id, level=1)
+    assert await compliance.approve(handle.message_id) == "approved"
+    assert (await handle.result()).status is OutcomeStatus.DELIVERED
+
+
+async def test_approval_survives_worker_restart(
+    temporal_env: WorkflowEnvironment,
+    store: Store,
+    smtp_server: SmtpServer,
+    fake_twilio: FakeTwilio,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        store,
+        smtp_server,
+        fake_twilio,
+        task_queue=uid("tq"),
+        approval_policy_file=POLICY.with_name("approvals-slow.yaml"),
+    )
+    POLICY.with_name("approvals-slow.yaml").exists() or pytest.fail("missing policy file")
+    stack = Stack(
+        settings=settings,
+        store=store,
+        client=temporal_env.client,
+        clarion=ClarionClient(temporal_env.client, settings, store=store),
+        smtp=smtp_server,
+        twilio=fake_twilio,
+    )
+    requester = await operator(stack, "operator")
+    approver = await operator(stack, "approver")
+    customer = await add_customer(store)
+    providers = build_providers(settings)
+    async with build_worker(temporal_env.client, settings, store, providers):
+        handle = await requester.send_message(
+            customer_id=customer.external_id, template="test-billing", context={"invoice": "R-1"}
+        )
+        await pending(stack, handle.message_id)
+    # The worker is gone; the request waits in Temporal. A new worker picks it up.
+    providers = build_providers(settings)
+    async with build_worker(temporal_env.client, settings, store, providers):
+        assert await approver.approve(handle.message_id) == "approved"
+        outcome = await asyncio.wait_for(handle.result(), timeout=30)
+    for provider in providers.values():
+        await provider.aclose()
+    assert outcome.status is OutcomeStatus.DELIVERED
+    assert len(smtp_server.with_id(handle.message_id)) == 1
+
+
+# ---------------------------------------------------------------- acknowledgement ladder
+
+
+async def test_unacknowledged_message_escalates_to_voice_then_agent(stack: Stack) -> None:
+    phone = unique_phone()
+    customer = await add_customer(stack.store, email=False, phone=phone)
+    handle = await stack.clarion.send_message(
+        customer_id=customer.external_id,
+        template="test-alert",
+        channels=["sms", "voice"],
+        context={"ref": "A-1"},
+        acknowledge_within="2s",
+    )
+    outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    assert outcome.status is OutcomeStatus.DELIVERED
+    assert outcome.acknowledged_by is None
+    assert outcome.escalated_to == [Channel.VOICE]
+    assert outcome.agent_task == f"{handle.message_id}:agent"
+    assert len(stack.twilio.to(phone)) == 1 and len(stack.twilio.calls_to(phone)) == 1
+    kinds = await audit_kinds(stack, message_id=handle.message_id)
+    assert kinds.count(AuditKind.SENT) == 2
+    assert kinds.index(AuditKind.ESCALATED) < kinds.index(AuditKind.AGENT_TASK)
+    async with stack.store.session() as session:
+        task = await session.get(AgentTask, outcome.agent_task)
+    assert task is not None and task.status == "open" and "not acknowledged" in task.reason
+
+
+async def test_acknowledged_message_stops_escalating(stack: Stack) -> None:
+    phone = unique_phone()
+    customer = await add_customer(stack.store, email=False, phone=phone)
+    handle = await stack.clarion.send_message(
+        customer_id=customer.external_id,
+        template="test-alert",
+        channels=["sms", "voice"],
+        context={"ref": "A-2"},
+        acknowledge_within="1h",
+    )
+    for _ in range(100):
+        if (await handle.stage()).startswith("awaiting_acknowledgement"):
+            break
+        await asyncio.sleep(0.1)
+    await handle.acknowledge(by="customer", channel="sms")
+    outcome = await asyncio.wait_for(handle.result(), timeout=30)
+    assert outcome.acknowledged_by == "customer" and outcome.escalated_to == []
+    assert outcome.channel is Channel.SMS and outcome.agent_task is None
+    assert stack.twilio.calls_to(phone) == []
