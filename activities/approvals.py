@@ -34,6 +34,7 @@ FINAL_KIND = {
     "approved": AuditKind.APPROVED,
     "rejected": AuditKind.REJECTED,
     "expired": AuditKind.APPROVAL_EXPIRED,
+    "cancelled": AuditKind.APPROVAL_CANCELLED,
 }
 
 
@@ -94,8 +95,10 @@ class ApprovalActivities:
         with structlog.contextvars.bound_contextvars(approval_id=inp.request_id, workflow_id=wf_id):
             async with self.store.transaction() as session:
                 try:
+                    if not inp.template:
+                        raise NotFound("template", "(none attached to this request)")
                     _, definition = await repo.get_template_version(
-                        session, name=inp.template, version=inp.template_version
+                        session, name=inp.template, version=inp.template_version or None
                     )
                     customer = (
                         await repo.get_customer(session, external_id=inp.customer_id)

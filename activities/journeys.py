@@ -12,6 +12,7 @@ from clarion.expressions import evaluate, parse
 from clarion.journeys.models import (
     BranchInput,
     FinishJourneyInput,
+    JourneyApprovalRuleInput,
     JourneyEvent,
     LoadedJourney,
     LoadJourneyInput,
@@ -19,6 +20,7 @@ from clarion.journeys.models import (
     StepRecord,
 )
 from clarion.logging import get_logger
+from clarion.policy.approval import ApprovalPolicy, ApprovalRule, EscalationLevel, Role
 from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
 from clarion.store.tables import Customer
@@ -49,8 +51,19 @@ def condition_env(customer: Customer, event: JourneyEvent | None) -> dict[str, A
 
 
 class JourneyActivities:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, policy: ApprovalPolicy | None = None) -> None:
         self.store = store
+        self.policy = policy or ApprovalPolicy()
+
+    @activity.defn(name="journey_approval_rule")
+    async def approval_rule(self, data: JourneyApprovalRuleInput) -> dict[str, Any]:
+        """The rule for a journey's approval step: the policy's for its category, else
+        approvers for the step's timeout, then expiry (the step's on_timeout)."""
+        rule = self.policy.rule_for(data.category) or ApprovalRule(
+            category=data.category,
+            ladder=[EscalationLevel(roles=[Role.APPROVER], after=data.timeout)],
+        )
+        return rule.model_dump(mode="json")
 
     @activity.defn(name="load_journey")
     async def load_journey(self, data: LoadJourneyInput) -> LoadedJourney:

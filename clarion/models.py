@@ -60,6 +60,7 @@ class AuditKind(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_CANCELLED = "approval_cancelled"  # whatever waited for it ended first
     ESCALATED = "escalated"  # a sent message moved down its ladder (no acknowledgement)
     AGENT_TASK = "agent_task"  # handed to a human agent
 

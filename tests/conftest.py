@@ -230,3 +230,21 @@ async def stack(
         )
     for provider in providers.values():
         await provider.aclose()
+
+
+async def operator_client(stack: Stack, *roles: str, email: bool = True) -> ClarionClient:
+    """A new operator with ``roles``; returns an SDK client acting as them."""
+    from pydantic import SecretStr
+
+    from clarion.store import operators as operators_repo
+
+    name = uid("op")
+    async with stack.store.transaction() as session:
+        _, token = await operators_repo.add_operator(
+            session,
+            name=name,
+            roles=list(roles),
+            email=f"{name}@ops.clarion.test" if email else None,
+        )
+    settings = stack.settings.model_copy(update={"operator_token": SecretStr(token)})
+    return ClarionClient(stack.client, settings, store=stack.store)

@@ -20,6 +20,7 @@ from clarion.channels import Provider, build_providers
 from clarion.config import Settings
 from clarion.logging import get_logger
 from clarion.models import Channel
+from clarion.policy.approval import load_policy
 from clarion.store import Store
 from clarion.temporal import connect, ensure_search_attributes
 from workflows import ALL_WORKFLOWS
@@ -36,7 +37,7 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     acts = DeliveryActivities(store, providers, settings)
-    journeys = JourneyActivities(store)
+    journeys = JourneyActivities(store, load_policy(settings.approval_policy_file))
     broadcasts = BroadcastActivities(store, providers, settings)
     approvals = ApprovalActivities(store, providers, settings)
     activities: Sequence[Callable[..., Any]] = [
@@ -48,6 +49,7 @@ def build_worker(
         journeys.record_steps,
         journeys.evaluate_branch,
         journeys.finish_journey,
+        journeys.approval_rule,
         broadcasts.prepare_broadcast,
         broadcasts.new_generation,
         broadcasts.set_state,

@@ -17,6 +17,7 @@ only signal; a refused signal is recorded in the audit trail and changes nothing
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -174,6 +175,47 @@ class ApprovalGateWorkflow:
         )
         self.roster = opened.roster
         self.status = "pending"
+        try:
+            await self._ladder(inp, rule, wf_id)
+        except asyncio.CancelledError:
+            # Whatever waited for the decision has ended (a journey exited, a broadcast
+            # was cancelled): close the request so nobody is asked any more.
+            self.status = "cancelled"
+            self.outcome = ApprovalOutcome(
+                request_id=inp.request_id, status="cancelled", reason="no longer needed"
+            )
+            await self._close(inp, wf_id)
+            raise
+        if self.outcome is None:
+            final = "expired" if rule.final is FinalOutcome.EXPIRE else "rejected"
+            self.status = final
+            self.outcome = ApprovalOutcome(
+                request_id=inp.request_id,
+                status=final,
+                reason=f"nobody decided within the escalation ladder ({len(rule.ladder)} levels)",
+                decided_by=[],
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._close(inp, wf_id)
+        return self.outcome
+
+    async def _close(self, inp: ApprovalGateInput, wf_id: str) -> None:
+        assert self.outcome is not None
+        await workflow.execute_activity_method(
+            ApprovalActivities.close_approval,
+            ApprovalCloseInput(
+                request_id=inp.request_id,
+                workflow_id=wf_id,
+                status=self.outcome.status,
+                reason=self.outcome.reason,
+                decided_by=self.outcome.decided_by,
+            ),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+
+    async def _ladder(self, inp: ApprovalGateInput, rule: ApprovalRule, wf_id: str) -> None:
+        """Ask each level in turn until a decision settles the request or the ladder ends."""
         for level, step in enumerate(rule.ladder):
             self.level = level
             asked: ApprovalOpened = await workflow.execute_activity_method(
@@ -197,26 +239,3 @@ class ApprovalGateWorkflow:
                 break
             except TimeoutError:
                 continue
-        if self.outcome is None:
-            final = "expired" if rule.final is FinalOutcome.EXPIRE else "rejected"
-            self.status = final
-            self.outcome = ApprovalOutcome(
-                request_id=inp.request_id,
-                status=final,
-                reason=f"nobody decided within the escalation ladder ({len(rule.ladder)} levels)",
-                decided_by=[],
-            )
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await workflow.execute_activity_method(
-            ApprovalActivities.close_approval,
-            ApprovalCloseInput(
-                request_id=inp.request_id,
-                workflow_id=wf_id,
-                status=self.outcome.status,
-                reason=self.outcome.reason,
-                decided_by=self.outcome.decided_by,
-            ),
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
-        )
-        return self.outcome

@@ -9,6 +9,8 @@ of a single message. The run continues as new before its history grows large.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -26,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalDecision,
         BranchInput,
         FinishJourneyInput,
+        JourneyApprovalRuleInput,
         JourneyEvent,
         JourneyInput,
         JourneyResult,
@@ -37,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
     from clarion.journeys.split import assign_variant
-    from clarion.models import DeliverMessageInput
+    from clarion.models import ApprovalGateInput, ApprovalOutcome, DeliverMessageInput
     from clarion.policy.timing import parse_duration, parse_time_of_day, wait_until
     from workflows.deliver import DeliverMessageWorkflow
 
@@ -64,6 +67,7 @@ class JourneyWorkflow:
         self._waiting_until: datetime | None = None
         self._waiting_for: str | None = None
         self._pending: list[tuple[int, StepRecord]] = []
+        self._gate_request: str | None = None  # the approval request being waited for
 
     # -------------------------------------------------------------- messages
 
@@ -81,6 +85,11 @@ class JourneyWorkflow:
 
     @decide.validator
     def _check_decision(self, decision: ApprovalDecision) -> None:
+        if self._gate_request is not None:
+            raise ValueError(
+                "this approval goes through the approval gate: "
+                f"clarion approvals approve {self._gate_request!r}"
+            )
         if self.state is None or self._waiting_for != "approval" or self._approval is not None:
             raise ValueError("no approval is pending in this journey")
         if not decision.approved and not decision.reason.strip():
@@ -308,6 +317,8 @@ class JourneyWorkflow:
         if step.approval is not None:
             approval = step.approval
             until = workflow.now() + parse_duration(approval.timeout)
+            if workflow.patched("approval-gate"):
+                return await self._approval_gate(step_id, step, seq, until)
             self._approval = None
             self._waiting_until, self._waiting_for = until, "approval"
             if await self._sleep_until(until, lambda: self._approval is not None):
@@ -326,6 +337,64 @@ class JourneyWorkflow:
         s.status = JourneyRunStatus.COMPLETED
         s.reason = step.exit.reason
         return None, f"exit: {step.exit.reason}", None
+
+    async def _approval_gate(
+        self, step_id: str, step: Step, seq: int, until: datetime
+    ) -> tuple[str | None, str, str | None]:
+        """The approval step through the approval gate (roles, four-eyes, escalation):
+        approved -> on_approved, rejected -> on_rejected, expired or the step's timeout
+        -> on_timeout; an exit event cancels the request."""
+        s, approval = self.state, step.approval
+        assert s is not None and approval is not None
+        timeout = approval.timeout if isinstance(approval.timeout, str) else f"{approval.timeout}s"
+        rule = await workflow.execute_local_activity_method(
+            JourneyActivities.approval_rule,
+            JourneyApprovalRuleInput(category=approval.category, timeout=timeout),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+        )
+        wf_id = workflow.info().workflow_id
+        request_id = f"{wf_id}/{seq}-{step_id}"
+        gate = asyncio.ensure_future(
+            workflow.execute_child_workflow(
+                "ApprovalGate",
+                ApprovalGateInput(
+                    request_id=request_id,
+                    subject_kind="journey",
+                    subject_id=wf_id,
+                    category=approval.category,
+                    template=approval.template or "",
+                    template_version=0,
+                    customer_id=s.customer_id,
+                    context=s.context,
+                    requested_by=f"journey:{s.journey}",
+                    rule=rule,
+                ),
+                id=f"approval:{request_id}",
+                result_type=ApprovalOutcome,
+            )
+        )
+        self._gate_request = request_id
+        self._waiting_until, self._waiting_for = until, "approval"
+        try:
+            woken = await self._sleep_until(until, gate.done)
+        finally:
+            self._gate_request = None
+        if not gate.done():
+            gate.cancel()  # the step timed out, or an exit event came: nobody need decide
+            with contextlib.suppress(asyncio.CancelledError, ChildWorkflowError):
+                await gate
+            return (
+                (INTERRUPTED, "interrupted", None)
+                if woken
+                else (approval.on_timeout, "timeout", None)
+            )
+        outcome = gate.result()
+        if outcome.status == "approved":
+            return approval.on_approved, outcome.reason, None
+        if outcome.status == "rejected":
+            return approval.on_rejected, outcome.reason, None
+        return approval.on_timeout, "timeout", None
 
     async def _send(self, step_id: str, step: Step, seq: int) -> str:
         s = self.state

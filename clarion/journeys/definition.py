@@ -165,6 +165,10 @@ class ApprovalStep(_Strict):
     on_approved: str
     on_rejected: str
     on_timeout: str
+    # The approval policy's category (who decides, escalation); without a rule for it,
+    # approvers decide within the timeout.
+    category: str = Field(default="journey", pattern=r"^[a-z0-9_]{1,64}$")
+    template: str | None = None  # shown to the approver as the preview, when given
 
     @field_validator("timeout")
     @classmethod

@@ -161,3 +161,8 @@ SEARCH_ATTRIBUTES = {
     "ClarionJourneyStep": "keyword",
     "ClarionCustomer": "keyword",
 }
+
+
+class JourneyApprovalRuleInput(_Payload):
+    category: str
+    timeout: str

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,10 +20,17 @@ from clarion.errors import NotFound
 from clarion.models import AuditKind, Channel, OperatorDecision, OutcomeStatus
 from clarion.store import Store, repo
 from clarion.store import approvals as approvals_repo
-from clarion.store import operators as operators_repo
 from clarion.store.tables import AgentTask
 from starters.sdk import ApprovalRefused, ClarionClient, NotAuthorised
-from tests.conftest import ROOT, Stack, add_customer, make_settings, uid, unique_phone
+from tests.conftest import (
+    ROOT,
+    Stack,
+    add_customer,
+    make_settings,
+    operator_client,
+    uid,
+    unique_phone,
+)
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.smtp_server import SmtpServer
 from workers.main import build_worker
@@ -62,18 +68,7 @@ async def approvals(
         await provider.aclose()
 
 
-async def operator(stack: Stack, *roles: str, email: bool = True) -> ClarionClient:
-    """A new operator with ``roles``; returns an SDK client acting as them."""
-    name = uid("op")
-    async with stack.store.transaction() as session:
-        _, token = await operators_repo.add_operator(
-            session,
-            name=name,
-            roles=list(roles),
-            email=f"{name}@ops.clarion.test" if email else None,
-        )
-    settings = stack.settings.model_copy(update={"operator_token": SecretStr(token)})
-    return ClarionClient(stack.client, settings, store=stack.store)
+operator = operator_client
 
 
 async def pending(stack: Stack, request_id: str, *, level: int = 0) -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from clarion.customers import CustomerRecord
 from clarion.journeys.models import JourneyRunStatus
 from clarion.models import Channel
 from clarion.store import journeys as journey_repo
 from starters.sdk import JourneyRefused
-from tests.conftest import Stack, add_customer, unique_phone
+from tests.conftest import Stack, add_customer, operator_client, unique_phone
 from tests.support.processes import wait_until
 
 
@@ -142,40 +143,53 @@ async def test_split_is_deterministic_per_customer_and_recorded(stack: Stack) ->
 
 
 async def test_approval_approved_rejected_and_timeout(stack: Stack) -> None:
+    """The approval step goes through the approval gate: an approver decides with
+    `clarion approvals` (or the SDK); nobody deciding in time takes on_timeout."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from clarion.journeys.models import ApprovalDecision
+    from starters.sdk import ApprovalRefused
+    from workflows.journey import JourneyWorkflow
+
+    approver = await operator_client(stack, "approver")
     approved, rejected, ignored = [await add_customer(stack.store) for _ in range(3)]
     handles = {
         c.external_id: await stack.clarion.start_journey("t-approval", c.external_id)
         for c in (approved, rejected, ignored)
     }
-    for c in (approved, rejected):
-        await wait_until(
-            lambda c=c: _status_step(stack, c.external_id, "t-approval", "ask"), what="approval"
-        )
-    from temporalio.client import WorkflowUpdateFailedError
 
-    from clarion.journeys.models import ApprovalDecision
-    from workflows.journey import JourneyWorkflow
+    async def request_of(customer_id: str) -> str | None:
+        wf_id = handles[customer_id].id
+        found = [r.id for r in await stack.clarion.approvals() if r.subject_id == wf_id]
+        return found[0] if found else None
 
+    requests: dict[str, str] = {}
+    for c in (approved, rejected, ignored):
+
+        async def opened(c: CustomerRecord = c) -> bool:
+            request = await request_of(c.external_id)
+            if request is not None:
+                requests[c.external_id] = request
+            return request is not None
+
+        await wait_until(opened, what="the approval request")
+    with pytest.raises(ApprovalRefused, match="needs a reason"):
+        await approver.reject(requests[rejected.external_id], reason="")
+    assert await approver.reject(requests[rejected.external_id], reason="wrong price") == "rejected"
+    assert await approver.approve(requests[approved.external_id]) == "approved"
+    # The journey's own update now points to the gate.
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handles[rejected.external_id].execute_update(
-            JourneyWorkflow.decide, ApprovalDecision(approved=False, operator="ops")
-        )
-    assert "a rejection needs a reason" in str(refused.value.cause)
-    await handles[rejected.external_id].execute_update(
-        JourneyWorkflow.decide,
-        ApprovalDecision(approved=False, operator="ops", reason="wrong price"),
-    )
-    assert (
-        await handles[approved.external_id].execute_update(
+        await handles[ignored.external_id].execute_update(
             JourneyWorkflow.decide, ApprovalDecision(approved=True, operator="ops")
         )
-        == "approved"
-    )
+    assert "approval gate" in str(refused.value.cause)
     results = {k: await asyncio.wait_for(h.result(), 30) for k, h in handles.items()}
     assert results[rejected.external_id].reason == "rejected"
     assert results[ignored.external_id].reason == "nobody decided"
     assert results[approved.external_id].status is JourneyRunStatus.COMPLETED
     assert approved.email and await emails_with_ref(stack, approved.email, "APPROVED") == 1
+    view = await stack.clarion.approval(requests[ignored.external_id])
+    assert view.status in ("expired", "cancelled")  # either way, nobody is asked any more
 
 
 async def _status_step(stack: Stack, customer_id: str, journey: str, step: str) -> bool:
