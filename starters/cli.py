@@ -540,11 +540,26 @@ def send(
     ] = "{}",
     message_id: Annotated[str | None, typer.Option("--message-id", help="Idempotency key")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the outcome")] = True,
+    ack_within: Annotated[
+        str | None,
+        typer.Option(
+            "--ack-within",
+            help="Ask for an acknowledgement (e.g. 15m); without one, the next channel of "
+            "the ladder is tried, and after the last a human agent gets a task",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one message (a DeliverMessage workflow) and print its outcome."""
     channels = parse_channels(channel)
     ctx = parse_context(context)
+    if ack_within is not None:
+        from clarion.policy.timing import parse_duration
+
+        try:
+            parse_duration(ack_within)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--ack-within") from exc
     s = settings()
     from starters.sdk import ClarionClient
 
@@ -557,6 +572,7 @@ def send(
             channels=channels,
             context=ctx,
             message_id=message_id,
+            acknowledge_within=ack_within,
         )
         if not wait:
             if as_json:
@@ -1118,6 +1134,33 @@ def crisis_approve(
         temporal=True,
     )
     out.print(f"broadcast {broadcast_id}: {answer}")
+
+
+@app.command("ack")
+def ack(
+    message_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who confirmed")] = "customer",
+    channel: Annotated[str | None, typer.Option("--channel", help="How they confirmed")] = None,
+) -> None:
+    """Record that a message sent with --ack-within was acknowledged: it stops escalating."""
+    from starters.sdk import ClarionClient
+
+    s = settings()
+
+    async def main() -> None:
+        clarion = ClarionClient(await temporal_client(s), s)
+        try:
+            await clarion.get_message(message_id).acknowledge(by=by, channel=channel)
+        finally:
+            await clarion.close()
+
+    try:
+        run(main())
+    except Fail:
+        raise
+    except Exception as exc:
+        raise Fail(f"message {message_id}: {getattr(exc, 'cause', None) or exc}") from exc
+    out.print(f"message {message_id}: acknowledged by {by}")
 
 
 # ------------------------------------------------------------------ operators

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -343,3 +344,82 @@ async def test_crisis_from_the_command_line(stack: Stack, tmp_path: Path) -> Non
         "--customers", str(customers), "--tiers", str(tiers), "--json",
     )  # fmt: skip
     assert listed.code == 0 and json.loads(listed.stdout)["broadcast_id"]
+
+
+async def test_operators_add_prints_the_token_once_and_needs_an_admin(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+    from sqlalchemy import select
+
+    from clarion.config import Settings
+    from clarion.store import Store
+    from clarion.store.tables import Operator
+
+    settings = Settings(_env_file=None, home=tmp_path)  # type: ignore[call-arg]
+    first = await run_cli(settings, "operators", "add", "root", "--role", "admin", "--json")
+    assert first.code == 0, first
+    root = json.loads(first.stdout)
+    assert root["roles"] == ["admin"] and root["token"].startswith("clr_")
+
+    refused = await run_cli(settings, "operators", "add", "bob", "--role", "approver")
+    assert refused.code == 3 and "only an admin" in refused.stderr, refused
+    admin = settings.model_copy(update={"operator_token": SecretStr(root["token"])})
+    bad = await run_cli(admin, "operators", "add", "bob", "--role", "wizard")
+    assert bad.code == 2 and "'wizard'" in bad.stderr, bad
+    added = await run_cli(
+        admin, "operators", "add", "bob", "--role", "approver", "--role", "compliance"
+    )
+    assert added.code == 0, added
+    token = added.stdout.strip().splitlines()[-1]
+    assert token.startswith("clr_")
+    again = await run_cli(admin, "operators", "add", "bob", "--role", "approver")
+    assert again.code == 2 and "exists already" in again.stderr
+
+    listed = json.loads((await run_cli(settings, "operators", "list", "--json")).stdout)
+    assert listed == [
+        {"name": "bob", "roles": ["approver", "compliance"]},
+        {"name": "root", "roles": ["admin"]},
+    ]
+    store = Store(settings.database_url)
+    try:
+        async with store.session() as session:
+            rows = (await session.execute(select(Operator))).scalars().all()
+    finally:
+        await store.close()
+    stored = " ".join(f"{r.name} {r.token_hash} {r.roles}" for r in rows)
+    assert token not in stored and root["token"] not in stored  # only the hashes are kept
+
+
+async def test_approvals_from_the_command_line(stack: Stack) -> None:
+    from tests.conftest import operator_client
+
+    target = stack.client.service_client.config.target_host
+    requester = await operator_client(stack, "operator", "approver")
+    approver = await operator_client(stack, "approver")
+    customer = await add_customer(stack.store)
+    handle = await requester.send_message(
+        customer_id=customer.external_id, template="test-billing", context={"invoice": "C-1"}
+    )
+    for _ in range(100):
+        if any(r.id == handle.message_id for r in await stack.clarion.approvals()):
+            break
+        await asyncio.sleep(0.1)
+    as_requester = requester.settings.model_copy(update={"temporal_address": target})
+    as_approver = approver.settings.model_copy(update={"temporal_address": target})
+
+    listed = await run_cli(as_approver, "approvals", "list", "--json")
+    assert listed.code == 0, listed
+    [mine] = [r for r in json.loads(listed.stdout) if r["id"] == handle.message_id]
+    assert mine["category"] == "billing" and mine["status"] == "pending" and mine["level"] == 0
+    shown = await run_cli(as_approver, "approvals", "show", handle.message_id)
+    assert shown.code == 0 and "Your invoice C-1" in shown.stdout, shown
+
+    own = await run_cli(as_requester, "approvals", "approve", handle.message_id)
+    assert own.code == 4 and "four-eyes" in own.stderr, own
+    no_reason = await run_cli(as_approver, "approvals", "reject", handle.message_id, "--reason", "")
+    assert no_reason.code == 4 and "needs a reason" in no_reason.stderr, no_reason
+    unknown = await run_cli(as_approver, "approvals", "approve", "no-such-request")
+    assert unknown.code == 1 and "no-such-request" in unknown.stderr, unknown
+    ok = await run_cli(as_approver, "approvals", "approve", handle.message_id, "--reason", "ok")
+    assert ok.code == 0 and "approved" in ok.stdout, ok
+    outcome = await asyncio.wait_for(handle.result(), 30)
+    assert outcome.status.value == "delivered"
