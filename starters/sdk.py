@@ -51,6 +51,7 @@ from clarion.models import (
     OperatorDecision,
     Purpose,
 )
+from clarion.policy.approval import Role
 from clarion.store import Store, repo
 from clarion.store import approvals as approvals_repo
 from clarion.store import broadcasts as broadcast_repo
@@ -163,8 +164,8 @@ class ClarionClient:
         """Start delivering a message. The same ``message_id`` twice is one message:
         the second call returns the handle of the first. ``requested_by`` (default: the
         configured operator, else ``system``) is who asked, for approvals' four-eyes rule."""
+        operator = await self.acting_as(Role.OPERATOR)
         if requested_by is None:
-            operator = await self.operator()
             requested_by = operator.name if operator else "system"
         request = DeliverMessageInput(
             requested_by=requested_by,
@@ -203,6 +204,15 @@ class ClarionClient:
             found = await operators_repo.authenticate(session, token)
         if found is None:
             raise NotAuthorised("CLARION_OPERATOR_TOKEN is not the token of an active operator")
+        return found
+
+    async def acting_as(self, *roles: Role) -> OperatorInfo | None:
+        """The configured operator, checked for one of ``roles`` (admin always passes);
+        None when no operator token is set: a service acting for itself."""
+        found = await self.operator()
+        if found is not None and not found.has(*roles):
+            wanted = " or ".join(r.value for r in roles)
+            raise NotAuthorised(f"operator {found.name!r} needs the role {wanted} for this")
         return found
 
     async def require_operator(self) -> OperatorInfo:
@@ -286,6 +296,7 @@ class ClarionClient:
         version: int | None = None,
     ) -> WorkflowHandle[Any, JourneyResult]:
         """Start ``journey`` for a customer (at most one run at a time; re-entry rules apply)."""
+        await self.acting_as(Role.OPERATOR)
         async with self.store.session() as session:
             _, definition = await journey_repo.get_journey_version(
                 session, name=journey, version=version
@@ -329,6 +340,7 @@ class ClarionClient:
     ) -> EventDelivery:
         """Deliver an event to every running journey of the customer, and start the journeys
         that it triggers. The same ``event_id`` twice is one event to a journey."""
+        await self.acting_as(Role.OPERATOR)
         payload = JourneyEvent(
             event_id=event_id or str(uuid.uuid4()), name=event, data=dict(data or {}), at=_now()
         )
@@ -399,7 +411,7 @@ class ClarionClient:
                 compile_segment(tier.segment, "sqlite")
             except (ExpressionError, SegmentError) as exc:
                 raise ValidationFailed(f"tiers.{i}.segment", tier.segment, str(exc)) from exc
-        operator = await self.operator()
+        operator = await self.acting_as(Role.INCIDENT_MANAGER)
         broadcast_id = broadcast_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         list_id = None
         if customers is not None:
@@ -489,14 +501,17 @@ class BroadcastHandle:
 
     async def update(self, template: str) -> int:
         """Send ``template`` as a follow-up; returns the new message generation."""
+        await self._clarion.acting_as(Role.INCIDENT_MANAGER)
         follow_up = FollowUp(template=template)
         return await self._handle.execute_update("follow_up", follow_up, result_type=int)
 
     async def resolve(self, template: str) -> int:
+        await self._clarion.acting_as(Role.INCIDENT_MANAGER)
         resolution = FollowUp(template=template, kind="resolution")
         return await self._handle.execute_update("follow_up", resolution, result_type=int)
 
     async def cancel(self, reason: str = "cancelled") -> None:
+        await self._clarion.acting_as(Role.INCIDENT_MANAGER)
         await self._handle.signal(CrisisBroadcastWorkflow.cancel, reason)
 
     async def result(self) -> BroadcastProgress:

@@ -4,6 +4,7 @@ and Clarion's store on SQLite (always) and PostgreSQL (when CLARION_TEST_POSTGRE
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -207,6 +208,34 @@ def make_settings(
     )
 
 
+@contextlib.asynccontextmanager
+async def running_stack(
+    client: Client,
+    store: Store,
+    smtp: SmtpServer,
+    twilio: FakeTwilio,
+    tmp_path: Path,
+    **extra: object,
+) -> AsyncIterator[Stack]:
+    """An in-process worker on a fresh task queue, wired to the loopback servers;
+    ``extra`` settings on top of the test defaults."""
+    settings = make_settings(tmp_path, store, smtp, twilio, task_queue=uid("tq"), **extra)
+    providers = build_providers(settings)
+    try:
+        async with build_worker(client, settings, store, providers):
+            yield Stack(
+                settings=settings,
+                store=store,
+                client=client,
+                clarion=ClarionClient(client, settings, store=store),
+                smtp=smtp,
+                twilio=twilio,
+            )
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+
+
 @pytest.fixture
 async def stack(
     temporal_env: WorkflowEnvironment,
@@ -216,20 +245,10 @@ async def stack(
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
     """An in-process worker on a fresh task queue, wired to the loopback servers."""
-    settings = make_settings(tmp_path, store, smtp_server, fake_twilio, task_queue=uid("tq"))
-    providers = build_providers(settings)
-    worker = build_worker(temporal_env.client, settings, store, providers)
-    async with worker:
-        yield Stack(
-            settings=settings,
-            store=store,
-            client=temporal_env.client,
-            clarion=ClarionClient(temporal_env.client, settings, store=store),
-            smtp=smtp_server,
-            twilio=fake_twilio,
-        )
-    for provider in providers.values():
-        await provider.aclose()
+    async with running_stack(
+        temporal_env.client, store, smtp_server, fake_twilio, tmp_path
+    ) as running:
+        yield running
 
 
 async def operator_client(stack: Stack, *roles: str, email: bool = True) -> ClarionClient:

@@ -21,13 +21,14 @@ from clarion.models import AuditKind, Channel, OperatorDecision, OutcomeStatus
 from clarion.store import Store, repo
 from clarion.store import approvals as approvals_repo
 from clarion.store.tables import AgentTask
-from starters.sdk import ApprovalRefused, ClarionClient, NotAuthorised
+from starters.sdk import ApprovalRefused, ClarionClient, MessageHandle, NotAuthorised
 from tests.conftest import (
     ROOT,
     Stack,
     add_customer,
     make_settings,
     operator_client,
+    running_stack,
     uid,
     unique_phone,
 )
@@ -46,29 +47,44 @@ async def approvals(
     fake_twilio: FakeTwilio,
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
-    settings = make_settings(
-        tmp_path,
-        store,
-        smtp_server,
-        fake_twilio,
-        task_queue=uid("tq"),
-        approval_policy_file=POLICY,
-    )
-    providers = build_providers(settings)
-    async with build_worker(temporal_env.client, settings, store, providers):
-        yield Stack(
-            settings=settings,
-            store=store,
-            client=temporal_env.client,
-            clarion=ClarionClient(temporal_env.client, settings, store=store),
-            smtp=smtp_server,
-            twilio=fake_twilio,
-        )
-    for provider in providers.values():
-        await provider.aclose()
+    async with running_stack(
+        temporal_env.client, store, smtp_server, fake_twilio, tmp_path, approval_policy_file=POLICY
+    ) as running:
+        yield running
 
 
 operator = operator_client
+
+
+async def request_approval(
+    stack: Stack,
+    requester: ClarionClient,
+    template: str = "test-billing",
+    context: dict[str, str] | None = None,
+    *,
+    name: str = "Ada Lovelace",
+    level: int | None = 0,
+) -> MessageHandle:
+    """A customer, and a message to them from ``requester`` waiting for approval (at
+    ``level``; None: do not wait)."""
+    customer = await add_customer(stack.store, name=name)
+    handle = await requester.send_message(
+        customer_id=customer.external_id,
+        template=template,
+        context=context or {"invoice": uid("I")},
+    )
+    if level is not None:
+        await pending(stack, handle.message_id, level=level)
+    return handle
+
+
+async def notified(stack: Stack, address: str) -> None:
+    """Wait for the approval notice to reach ``address`` (sent once the level is asked)."""
+    for _ in range(100):
+        if stack.smtp.to(address):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{address} was not notified")
 
 
 async def pending(stack: Stack, request_id: str, *, level: int = 0) -> None:
@@ -95,11 +111,7 @@ async def test_approved_billing_message_is_sent(approvals: Stack) -> None:
     stack = approvals
     requester = await operator(stack, "operator")
     approver = await operator(stack, "approver")
-    customer = await add_customer(stack.store, name="Ada Lovelace")
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-1"}
-    )
-    await pending(stack, handle.message_id)
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "I-1"})
     assert await handle.stage() == "awaiting_approval"
     assert stack.smtp.with_id(handle.message_id) == []  # nothing out before the decision
 
@@ -108,8 +120,8 @@ async def test_approved_billing_message_is_sent(approvals: Stack) -> None:
     assert view.preview["email"]["subject"] == "Your invoice I-1"
     # The approver was notified by email through Clarion's own channel.
     me = await approver.operator()
-    assert me is not None
-    assert stack.smtp.to(me.email or "-")
+    assert me is not None and me.email is not None
+    await notified(stack, me.email)
 
     assert await approver.approve(handle.message_id, reason="checked") == "approved"
     outcome = await handle.result()
@@ -125,11 +137,7 @@ async def test_rejected_billing_message_is_never_sent(approvals: Stack) -> None:
     stack = approvals
     requester = await operator(stack, "operator")
     approver = await operator(stack, "approver")
-    customer = await add_customer(stack.store)
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-2"}
-    )
-    await pending(stack, handle.message_id)
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "I-2"})
     with pytest.raises(ApprovalRefused, match="needs a reason"):
         await approver.reject(handle.message_id, reason=" ")
     assert await approver.reject(handle.message_id, reason="wrong amount") == "rejected"
@@ -147,14 +155,10 @@ async def test_rejected_billing_message_is_never_sent(approvals: Stack) -> None:
 
 async def test_validator_refusals(approvals: Stack) -> None:
     stack = approvals
-    requester = await operator(stack, "approver")  # an approver asking for their own message
+    requester = await operator(stack, "operator", "approver")  # asks, then would approve
     viewer = await operator(stack, "viewer")
     other = await operator(stack, "approver")
-    customer = await add_customer(stack.store)
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-3"}
-    )
-    await pending(stack, handle.message_id)
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "I-3"})
     with pytest.raises(ApprovalRefused, match="lacks a role"):
         await viewer.approve(handle.message_id)
     with pytest.raises(ApprovalRefused, match="four-eyes"):
@@ -179,15 +183,22 @@ async def test_validator_refusals(approvals: Stack) -> None:
     assert (await handle.result()).status is OutcomeStatus.DELIVERED
 
 
+async def test_roles_guard_what_an_operator_may_start(approvals: Stack) -> None:
+    viewer = await operator(approvals, "viewer")
+    customer = await add_customer(approvals.store)
+    with pytest.raises(NotAuthorised, match="needs the role operator"):
+        await viewer.send_message(customer_id=customer.external_id, template="test-notice")
+    with pytest.raises(NotAuthorised, match="needs the role incident_manager"):
+        await viewer.launch_broadcast(title="x", template="crisis-outage", segment="true")
+    with pytest.raises(NotAuthorised, match="needs the role operator"):
+        await viewer.start_journey("t-approval", customer.external_id)
+
+
 async def test_refused_signal_is_audited_and_changes_nothing(approvals: Stack) -> None:
     stack = approvals
     requester = await operator(stack, "operator")
     approver = await operator(stack, "approver")
-    customer = await add_customer(stack.store)
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-4"}
-    )
-    await pending(stack, handle.message_id)
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "I-4"})
     gate = stack.client.get_workflow_handle(f"approval:{handle.message_id}")
     await gate.signal("decide", OperatorDecision(operator="mallory", approved=True))
     for _ in range(100):
@@ -208,11 +219,7 @@ async def test_two_approvers_needed_for_price_change(approvals: Stack) -> None:
     stack = approvals
     requester = await operator(stack, "operator")
     first, second = await operator(stack, "approver"), await operator(stack, "approver")
-    customer = await add_customer(stack.store)
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-price", context={"starts": "1 Jan"}
-    )
-    await pending(stack, handle.message_id)
+    handle = await request_approval(stack, requester, "test-price", {"starts": "1 Jan"})
     assert "1 of 2" in await first.approve(handle.message_id)
     with pytest.raises(ApprovalRefused, match="already approved"):
         await first.approve(handle.message_id)
@@ -225,23 +232,13 @@ async def test_escalation_then_expiry(approvals: Stack) -> None:
     stack = approvals
     requester = await operator(stack, "operator")
     compliance = await operator(stack, "compliance")
-    customer = await add_customer(stack.store)
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-5"}
-    )
-    await pending(stack, handle.message_id)
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "I-5"})
     # Compliance may not decide at the first level ...
     with pytest.raises(ApprovalRefused, match="lacks a role"):
         await compliance.approve(handle.message_id)
     # ... is asked (and notified) once the approvers let 3 s pass ...
     await pending(stack, handle.message_id, level=1)
-    me = (await compliance.operator()).email  # type: ignore[union-attr]
-    for _ in range(50):
-        if stack.smtp.to(me or "-"):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("compliance was not notified on escalation")
+    await notified(stack, (await compliance.operator()).email or "-")  # type: ignore[union-attr]
     # ... and when nobody decides, the request expires and nothing is sent.
     outcome = await asyncio.wait_for(handle.result(), timeout=30)
     assert outcome.status is OutcomeStatus.SUPPRESSED and "approval expired" in outcome.reason
@@ -250,15 +247,23 @@ async def test_escalation_then_expiry(approvals: Stack) -> None:
     assert AuditKind.APPROVAL_ESCALATED in kinds and AuditKind.APPROVAL_EXPIRED in kinds
 
 
+async def test_ladder_ending_in_reject(approvals: Stack) -> None:
+    """Regulatory messages: when compliance does not decide in 2 s, the request is rejected."""
+    stack = approvals
+    requester = await operator(stack, "operator")
+    handle = await request_approval(stack, requester, "test-disclosure", {})
+    outcome = await asyncio.wait_for(handle.result(), timeout=30)
+    assert outcome.status is OutcomeStatus.SUPPRESSED
+    assert outcome.reason.startswith("approval rejected: nobody decided")
+    assert stack.smtp.with_id(handle.message_id) == []
+    assert (await stack.clarion.approval(handle.message_id)).status == "rejected"
+
+
 async def test_escalated_level_may_decide(approvals: Stack) -> None:
     stack = approvals
     requester = await operator(stack, "operator")
     compliance = await operator(stack, "compliance")
-    customer = await add_customer(stack.store)
-    handle = await requester.send_message(
-        customer_id=customer.external_id, template="test-billing", context={"invoice": "I-6"}
-    )
-    await pending(stack, handle.message_id, level=1)
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "I-6"}, level=1)
     assert await compliance.approve(handle.message_id) == "approved"
     assert (await handle.result()).status is OutcomeStatus.DELIVERED
 
