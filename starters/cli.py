@@ -100,6 +100,13 @@ def settings() -> Settings:
     except ValidationError as exc:
         problems = "; ".join(_setting_problem(e) for e in exc.errors())
         raise Fail(f"invalid configuration: {problems}", 2) from exc
+    if s.approval_policy_file is not None:
+        from clarion.policy.approval import PolicyError, load_policy
+
+        try:
+            load_policy(s.approval_policy_file)
+        except PolicyError as exc:
+            raise Fail(f"invalid configuration: CLARION_APPROVAL_POLICY_FILE: {exc}", 2) from exc
     configure_logging(s.log_level, s.log_format)
     return s
 

@@ -423,3 +423,16 @@ async def test_approvals_from_the_command_line(stack: Stack) -> None:
     assert ok.code == 0 and "approved" in ok.stdout, ok
     outcome = await asyncio.wait_for(handle.result(), 30)
     assert outcome.status.value == "delivered"
+
+
+async def test_bad_approval_policy_stops_the_worker_at_start(tmp_path: Path) -> None:
+    from clarion.config import Settings
+
+    policy = tmp_path / "approvals.yaml"
+    policy.write_text(
+        "categories:\n  billing:\n    ladder:\n      - {roles: [approver], after: soon}\n"
+    )
+    settings = Settings(_env_file=None, home=tmp_path, approval_policy_file=policy)  # type: ignore[call-arg]
+    result = await run_cli(settings, "worker", within=60)
+    assert result.code == 2, result
+    assert "CLARION_APPROVAL_POLICY_FILE" in result.stderr and "'soon'" in result.stderr

@@ -162,3 +162,10 @@ def test_escalated_level_lets_its_roles_decide() -> None:
         )
         is None
     )
+
+
+def test_example_policy_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "approvals.yaml"
+    policy = load_policy(path)
+    assert policy.rules["price_change"].approvals == 2
+    assert policy.rules["regulatory"].final is FinalOutcome.REJECT
