@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # Approvals: the policy file (built-in defaults without one) and the token of the
     # operator the CLI and SDK act as.
     approval_policy_file: Path | None = None
+    # Answers to inbound SMS keywords (STOP / START / HELP).
+    sms_help_text: str = (
+        "Clarion notifications. Reply STOP to stop texts, START to resume. "
+        "Msg & data rates may apply."
+    )
+    sms_stop_reply: str = "You are unsubscribed and will get no more texts. Reply START to resume."
+    sms_start_reply: str = "You are subscribed again. Reply STOP to stop, HELP for help."
     operator_token: SecretStr = SecretStr("")
     # Signed acknowledgement links in crisis emails: the secret that signs them and the
     # public address of Clarion's API that receives the click (<base>/ack/<token>).

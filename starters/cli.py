@@ -1102,26 +1102,9 @@ def crisis_reply(
     sender: Annotated[str, typer.Argument(help="The phone number the reply came from")],
     body: Annotated[str, typer.Argument(help="The text of the reply")] = "",
 ) -> None:
-    """Process an SMS reply: it acknowledges every active broadcast that reached the number."""
-    from clarion.customers import normalise_phone
-    from clarion.errors import ValidationFailed
-    from clarion.store import broadcasts as broadcast_repo
-    from clarion.store.tables import utcnow
-
-    s = settings()
-    try:
-        phone = normalise_phone(sender, s.default_phone_region)
-    except ValidationFailed as exc:
-        raise Fail(str(exc), 2) from exc
-
-    async def main(store: Store) -> list[str]:
-        async with store.transaction() as session:
-            return await broadcast_repo.ack_by_phone(session, phone=phone, at=utcnow())
-
-    acked = run(with_store(s, main))
-    out.print(
-        f"acknowledged: {', '.join(acked) or 'nothing (no active broadcast reached this number)'}"
-    )
+    """Process an SMS reply: it acknowledges every active broadcast that reached the number
+    (a STOP, START or HELP is handled as in `clarion consent inbound-sms`)."""
+    consent_inbound_sms(sender, body, as_json=False)
 
 
 @crisis_app.command("approve")
@@ -1168,6 +1151,51 @@ def ack(
     except Exception as exc:
         raise Fail(f"message {message_id}: {getattr(exc, 'cause', None) or exc}") from exc
     out.print(f"message {message_id}: acknowledged by {by}")
+
+
+@consent_app.command("inbound-sms")
+def consent_inbound_sms(
+    sender: Annotated[str, typer.Argument(help="The phone number the text came from")],
+    body: Annotated[str, typer.Argument(help="The text")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Process an inbound SMS: STOP/START/HELP keywords change consent or answer; any other
+    text acknowledges the active broadcasts that reached the number. Prints the reply."""
+    from clarion.errors import ValidationFailed
+    from clarion.inbound import handle_inbound_sms
+
+    s = settings()
+
+    async def main(store: Store) -> Any:
+        return await handle_inbound_sms(store, s, sender, body)
+
+    try:
+        result = run(with_store(s, main))
+    except ValidationFailed as exc:
+        raise Fail(str(exc), 2) from exc
+    if as_json:
+        print_json(
+            {
+                "action": result.action.value,
+                "keyword": result.keyword,
+                "phone": result.phone,
+                "customers": result.customers,
+                "reply": result.reply,
+                "acknowledged": result.acknowledged,
+            }
+        )
+        return
+    who = ", ".join(result.customers) or "no known customer"
+    if result.action.value == "none":
+        acked = ", ".join(result.acknowledged)
+        out.print(
+            f"reply from {who}: acknowledged "
+            f"{acked or 'nothing (no active broadcast reached this number)'}"
+        )
+    else:
+        out.print(f"{result.keyword} from {who}: {result.action.value.replace('_', '-')}")
+    if result.reply:
+        out.print(f"reply: {result.reply}", highlight=False)
 
 
 # ------------------------------------------------------------------ operators

@@ -436,3 +436,19 @@ async def test_bad_approval_policy_stops_the_worker_at_start(tmp_path: Path) -> 
     result = await run_cli(settings, "worker", within=60)
     assert result.code == 2, result
     assert "CLARION_APPROVAL_POLICY_FILE" in result.stderr and "'soon'" in result.stderr
+
+
+async def test_consent_inbound_sms_from_the_command_line(stack: Stack) -> None:
+    from tests.conftest import unique_phone
+
+    phone = unique_phone()
+    customer = await add_customer(stack.store, phone=phone)
+    stop = await run_cli(stack.settings, "consent", "inbound-sms", phone, "stop", "--json")
+    assert stop.code == 0, stop
+    result = json.loads(stop.stdout)
+    assert result["action"] == "opt_out" and result["customers"] == [customer.external_id]
+    assert "unsubscribed" in result["reply"]
+    helped = await run_cli(stack.settings, "consent", "inbound-sms", phone, "HELP")
+    assert helped.code == 0 and "Reply STOP" in helped.stdout, helped
+    bad = await run_cli(stack.settings, "consent", "inbound-sms", "12", "STOP")
+    assert bad.code == 2 and "'12'" in bad.stderr, bad
