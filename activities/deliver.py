@@ -10,6 +10,7 @@ nothing. The one window left is between the provider's acceptance and that write
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -42,7 +43,7 @@ from clarion.policy import ConsentDecision, decide_consent
 from clarion.policy.approval import load_policy
 from clarion.store import Store, repo
 from clarion.store.repo import CustomerSnapshot
-from clarion.store.tables import AgentTask, Customer, Delivery
+from clarion.store.tables import AgentTask, Customer, Delivery, utcnow
 from clarion.templates import (
     RenderedEmail,
     RenderedSms,
@@ -51,6 +52,7 @@ from clarion.templates import (
     render,
     resolve_locale,
 )
+from clarion.unsubscribe import list_unsubscribe_headers
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -233,7 +235,16 @@ class DeliveryActivities:
         address = repo.contact_of(customer, CONTACT_KIND[data.channel])
         if address is None:
             raise PermanentChannelError(f"customer has no {CONTACT_KIND[data.channel]}")
-        return outgoing_for(data.message_id, address, rendered)
+        outgoing = outgoing_for(data.message_id, address, rendered)
+        if isinstance(outgoing, OutgoingEmail) and data.purpose is Purpose.MARKETING:
+            headers = list_unsubscribe_headers(
+                self.settings,
+                customer_id=customer.external_id,
+                message_id=data.message_id,
+                now=utcnow(),
+            )
+            outgoing = dataclasses.replace(outgoing, headers=tuple(headers.items()))
+        return outgoing
 
     async def _record_failure(
         self,

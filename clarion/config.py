@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Approvals: the policy file (built-in defaults without one) and the token of the
     # operator the CLI and SDK act as.
     approval_policy_file: Path | None = None
+    # One-click unsubscribe links in marketing email (List-Unsubscribe, RFC 8058): the
+    # secret that signs them (empty: no links) and how long a link stays valid.
+    unsubscribe_secret: SecretStr = SecretStr("")
+    unsubscribe_valid_days: int = Field(default=60, ge=1, le=3650)
     # Answers to inbound SMS keywords (STOP / START / HELP).
     sms_help_text: str = (
         "Clarion notifications. Reply STOP to stop texts, START to resume. "

@@ -1153,6 +1153,33 @@ def ack(
     out.print(f"message {message_id}: acknowledged by {by}")
 
 
+@consent_app.command("unsubscribe")
+def consent_unsubscribe(
+    token: Annotated[str, typer.Argument(help="The token of a List-Unsubscribe link")],
+) -> None:
+    """Apply a one-click unsubscribe token (what the HTTP endpoint does for a mailbox
+    provider's POST): the customer is opted out of marketing email."""
+    from clarion.errors import NotFound
+    from clarion.store.tables import utcnow
+    from clarion.unsubscribe import UnsubscribeTokenError, apply_unsubscribe
+
+    s = settings()
+
+    async def main(store: Store) -> Any:
+        return await apply_unsubscribe(store, s, token, utcnow())
+
+    try:
+        claim = run(with_store(s, main))
+    except UnsubscribeTokenError as exc:
+        raise Fail(str(exc), 2) from exc
+    except NotFound as exc:
+        raise Fail(str(exc), 1) from exc
+    out.print(
+        f"{claim.customer_id}: opted out of {claim.purpose.value} {claim.channel.value} "
+        f"(message {claim.message_id})"
+    )
+
+
 @consent_app.command("inbound-sms")
 def consent_inbound_sms(
     sender: Annotated[str, typer.Argument(help="The phone number the text came from")],

@@ -29,6 +29,7 @@ class OutgoingEmail:
     subject: str
     text: str
     html: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers, e.g. List-Unsubscribe
 
 
 @dataclass(frozen=True)

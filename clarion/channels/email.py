@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
+import io
 import time
+from email.generator import BytesGenerator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -27,14 +30,21 @@ def message_id_header(message_id: str, sender: str) -> str:
     return f"<{safe_token(message_id)}@{domain or 'clarion.local'}>"
 
 
+# RFC 5322 allows lines of 998 characters; folding at 78 would turn a long header such as
+# List-Unsubscribe (a URL with a signed token) into encoded words that clients ignore.
+POLICY = email.policy.default.clone(max_line_length=998)
+
+
 def build_email(message: OutgoingEmail, sender: str) -> EmailMessage:
-    mail = EmailMessage()
+    mail = EmailMessage(policy=POLICY)
     mail["From"] = sender
     mail["To"] = Address(addr_spec=message.to)
     mail["Subject"] = message.subject
     mail["Date"] = formatdate(localtime=False, usegmt=True)
     mail["Message-ID"] = message_id_header(message.message_id, sender)
     mail["X-Clarion-Message-Id"] = message.message_id
+    for name, value in message.headers:
+        mail[name] = value
     mail.set_content(message.text)
     if message.html is not None:
         mail.add_alternative(message.html, subtype="html")
@@ -85,6 +95,7 @@ class SmtpEmailProvider:
         self._settings = settings
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(settings.smtp_pool_size)
+        self._sender = parseaddr(settings.email_from)[1] or settings.email_from
 
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -117,7 +128,7 @@ class SmtpEmailProvider:
             client: aiosmtplib.SMTP | None = None
             try:
                 client = await self._acquire()
-                await client.send_message(mail)
+                await _send(client, mail, self._sender, message.to)
             except Exception as exc:
                 if client is not None:
                     await _quietly_close(client)
@@ -132,6 +143,30 @@ class SmtpEmailProvider:
                 await client.quit()
             except Exception:
                 await _quietly_close(client)
+
+
+async def _send(client: aiosmtplib.SMTP, mail: EmailMessage, sender: str, to: str) -> None:
+    """MAIL, RCPT and DATA for one message, flattened with Clarion's policy (aiosmtplib's
+    own send_message would fold long headers at 78 characters)."""
+    if client.last_ehlo_response is None and client.last_helo_response is None:
+        await client.ehlo()
+    options: list[str] = []
+    utf8 = not (sender.isascii() and to.isascii())
+    if utf8:
+        if not client.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported(
+                "a non-ASCII address needs SMTPUTF8, which this server lacks"
+            )
+        options.append("SMTPUTF8")
+    cte_type = "7bit"
+    if client.supports_extension("8BITMIME"):
+        options.append("BODY=8BITMIME")
+        cte_type = "8bit"
+    policy = POLICY.clone(linesep="\r\n", utf8=utf8, cte_type=cte_type)
+    with io.BytesIO() as buffer:
+        BytesGenerator(buffer, policy=policy).flatten(mail)
+        data = buffer.getvalue()
+    await client.sendmail(sender, [to], data, mail_options=options)
 
 
 async def _quietly_close(client: aiosmtplib.SMTP) -> None:

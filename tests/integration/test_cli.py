@@ -452,3 +452,22 @@ async def test_consent_inbound_sms_from_the_command_line(stack: Stack) -> None:
     assert helped.code == 0 and "Reply STOP" in helped.stdout, helped
     bad = await run_cli(stack.settings, "consent", "inbound-sms", "12", "STOP")
     assert bad.code == 2 and "'12'" in bad.stderr, bad
+
+
+async def test_consent_unsubscribe_token_from_the_command_line(stack: Stack) -> None:
+    from datetime import timedelta
+
+    from pydantic import SecretStr
+
+    from clarion.models import Channel, Purpose
+    from clarion.store.tables import utcnow
+    from clarion.unsubscribe import UnsubscribeClaim, make_unsubscribe_token
+
+    settings = stack.settings.model_copy(update={"unsubscribe_secret": SecretStr("cli-secret")})
+    customer = await add_customer(stack.store)
+    claim = UnsubscribeClaim(customer.external_id, Channel.EMAIL, Purpose.MARKETING, "m-cli")
+    token = make_unsubscribe_token("cli-secret", claim, utcnow() + timedelta(days=1))
+    done = await run_cli(settings, "consent", "unsubscribe", token)
+    assert done.code == 0 and "opted out of marketing email" in done.stdout, done
+    bad = await run_cli(settings, "consent", "unsubscribe", token + "x")
+    assert bad.code == 2 and "signature" in bad.stderr, bad

@@ -1,0 +1,135 @@
+"""One-click unsubscribe (RFC 8058) for marketing email.
+
+Every marketing email carries ``List-Unsubscribe: <{base}/unsubscribe/{token}>`` and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click``. The token is signed with
+CLARION_UNSUBSCRIBE_SECRET (HMAC-SHA256) and expires; it names the customer, the channel
+and the purpose. :func:`apply_unsubscribe` verifies a token and records the opt-out in
+the consent ledger (source ``list_unsubscribe``): it is what the HTTP endpoint calls
+when the mailbox provider POSTs the one-click request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from clarion.config import Settings
+from clarion.errors import ClarionError
+from clarion.models import AuditKind, Channel, ConsentStatus, Purpose
+from clarion.store import Store, repo
+
+SOURCE = "list_unsubscribe"
+
+
+class UnsubscribeTokenError(ClarionError):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class UnsubscribeClaim:
+    customer_id: str
+    channel: Channel
+    purpose: Purpose
+    message_id: str
+
+
+def make_unsubscribe_token(secret: str, claim: UnsubscribeClaim, expires_at: datetime) -> str:
+    if not secret:
+        raise UnsubscribeTokenError("no unsubscribe secret configured (CLARION_UNSUBSCRIBE_SECRET)")
+    payload = json.dumps(
+        {
+            "c": claim.customer_id,
+            "ch": claim.channel.value,
+            "p": claim.purpose.value,
+            "m": claim.message_id,
+            "e": int(expires_at.timestamp()),
+        },
+        separators=(",", ":"),
+    ).encode()
+    signature = hmac.new(secret.encode(), b"unsubscribe:" + payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(signature)}"
+
+
+def verify_unsubscribe_token(secret: str, token: str, now: datetime) -> UnsubscribeClaim:
+    """The claim of a valid token; UnsubscribeTokenError when changed, foreign or expired."""
+    try:
+        payload_part, signature_part = token.split(".", 1)
+        payload, signature = _unb64(payload_part), _unb64(signature_part)
+    except (ValueError, TypeError) as exc:
+        raise UnsubscribeTokenError("malformed unsubscribe token") from exc
+    expected = hmac.new(secret.encode(), b"unsubscribe:" + payload, hashlib.sha256).digest()
+    if not secret or not hmac.compare_digest(signature, expected):
+        raise UnsubscribeTokenError("unsubscribe token signature does not match")
+    data = json.loads(payload)
+    if now.timestamp() > data["e"]:
+        raise UnsubscribeTokenError("unsubscribe token has expired")
+    return UnsubscribeClaim(
+        customer_id=str(data["c"]),
+        channel=Channel(data["ch"]),
+        purpose=Purpose(data["p"]),
+        message_id=str(data["m"]),
+    )
+
+
+def list_unsubscribe_headers(
+    settings: Settings, *, customer_id: str, message_id: str, now: datetime
+) -> dict[str, str]:
+    """The RFC 8058 headers of a marketing email (none without a secret)."""
+    secret = settings.unsubscribe_secret.get_secret_value()
+    if not secret:
+        return {}
+    claim = UnsubscribeClaim(customer_id, Channel.EMAIL, Purpose.MARKETING, message_id)
+    token = make_unsubscribe_token(
+        secret, claim, now + timedelta(days=settings.unsubscribe_valid_days)
+    )
+    url = f"{settings.public_base_url.rstrip('/')}/unsubscribe/{token}"
+    return {
+        "List-Unsubscribe": f"<{url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+async def apply_unsubscribe(
+    store: Store, settings: Settings, token: str, now: datetime
+) -> UnsubscribeClaim:
+    """Verify ``token`` and record the opt-out (idempotent: a second click changes nothing
+    more). UnsubscribeTokenError for a bad token; NotFound for an erased customer."""
+    claim = verify_unsubscribe_token(settings.unsubscribe_secret.get_secret_value(), token, now)
+    async with store.transaction() as session:
+        customer = await repo.require_customer(session, external_id=claim.customer_id)
+        facts = await repo.consent_facts(session, customer=customer)
+        latest = [f for f in facts if f.channel is claim.channel and f.purpose is claim.purpose]
+        if latest and latest[-1].status is ConsentStatus.REVOKED:
+            return claim
+        await repo.record_consent(
+            session,
+            customer=customer,
+            channel=claim.channel,
+            purpose=claim.purpose,
+            status=ConsentStatus.REVOKED,
+            source=SOURCE,
+            at=now,
+        )
+        await repo.append_audit(
+            session,
+            kind=AuditKind.CONSENT_CHANGED,
+            customer_external_id=claim.customer_id,
+            message_id=claim.message_id,
+            channel=claim.channel,
+            actor="customer",
+            reason="one-click unsubscribe",
+            detail={"purpose": claim.purpose.value, "status": ConsentStatus.REVOKED.value},
+        )
+    return claim

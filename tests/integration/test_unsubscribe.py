@@ -1,0 +1,71 @@
+"""Marketing email carries one-click unsubscribe headers that work end to end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from clarion.models import Channel, ConsentStatus, OutcomeStatus, Purpose
+from clarion.store import Store
+from clarion.store.tables import utcnow
+from clarion.unsubscribe import UnsubscribeTokenError, apply_unsubscribe
+from tests.conftest import Stack, add_customer, running_stack
+from tests.support.fake_twilio import FakeTwilio
+from tests.support.smtp_server import SmtpServer
+
+
+@pytest.fixture
+async def unsub(
+    temporal_env: WorkflowEnvironment,
+    store: Store,
+    smtp_server: SmtpServer,
+    fake_twilio: FakeTwilio,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    async with running_stack(
+        temporal_env.client,
+        store,
+        smtp_server,
+        fake_twilio,
+        tmp_path,
+        unsubscribe_secret="test-unsubscribe-secret",
+        public_base_url="https://notify.example.com",
+    ) as running:
+        yield running
+
+
+async def test_one_click_unsubscribe(unsub: Stack) -> None:
+    stack = unsub
+    opted_in = (Channel.EMAIL, Purpose.MARKETING, ConsentStatus.GRANTED)
+    customer = await add_customer(stack.store, name="Ada Lovelace", consents=[opted_in])
+    handle = await stack.clarion.send_message(
+        customer_id=customer.external_id, template="spring-sale"
+    )
+    assert (await handle.result()).status is OutcomeStatus.DELIVERED
+    [mail] = stack.smtp.with_id(handle.message_id)
+    assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = str(mail.message["List-Unsubscribe"])
+    assert link.startswith("<https://notify.example.com/unsubscribe/")
+    token = link.strip("<>").rsplit("/", 1)[1]
+
+    with pytest.raises(UnsubscribeTokenError):
+        await apply_unsubscribe(stack.store, stack.settings, token[:-2] + "xx", utcnow())
+    claim = await apply_unsubscribe(stack.store, stack.settings, token, utcnow())
+    assert claim.customer_id == customer.external_id and claim.message_id == handle.message_id
+    await apply_unsubscribe(stack.store, stack.settings, token, utcnow())  # a second click
+
+    again = await stack.clarion.send_message(
+        customer_id=customer.external_id, template="spring-sale"
+    )
+    outcome = await again.result()
+    assert outcome.status is OutcomeStatus.SUPPRESSED and "opted_out" in outcome.reason
+
+    service = await stack.clarion.send_message(
+        customer_id=customer.external_id, template="test-notice", context={"ref": "S-1"}
+    )
+    assert (await service.result()).status is OutcomeStatus.DELIVERED
+    [notice] = stack.smtp.with_id(service.message_id)
+    assert notice.message["List-Unsubscribe"] is None  # only marketing carries it
