@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.broadcast import BroadcastActivities
@@ -275,6 +276,7 @@ class CrisisBroadcastWorkflow:
             ),
             id=f"approval:{inp.broadcast_id}",
             result_type=ApprovalOutcome,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         )
 
     async def _dispatch(self, ranges: list[TierRange]) -> None:

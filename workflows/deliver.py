@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliver import PERMANENT_ERROR_TYPES, DeliveryActivities
@@ -116,6 +117,7 @@ class DeliverMessageWorkflow:
                 ),
                 id=f"approval:{req.message_id}",
                 result_type=ApprovalOutcome,
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             )
             if not decision.approved:
                 return await self._finish(

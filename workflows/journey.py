@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.journeys import JourneyActivities
@@ -372,6 +373,7 @@ class JourneyWorkflow:
                 ),
                 id=f"approval:{request_id}",
                 result_type=ApprovalOutcome,
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             )
         )
         self._gate_request = request_id

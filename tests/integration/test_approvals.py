@@ -358,3 +358,21 @@ async def test_acknowledged_message_stops_escalating(stack: Stack) -> None:
     assert outcome.acknowledged_by == "customer" and outcome.escalated_to == []
     assert outcome.channel is Channel.SMS and outcome.agent_task is None
     assert stack.twilio.calls_to(phone) == []
+
+
+async def test_request_closes_when_the_message_ends(approvals: Stack) -> None:
+    """A message workflow that ends while waiting (terminated by an operator) cancels its
+    approval request: it leaves the pending list and nobody is asked any more."""
+    stack = approvals
+    requester = await operator(stack, "operator")
+    handle = await request_approval(stack, requester, "test-billing", {"invoice": "T-1"})
+    await stack.client.get_workflow_handle(handle.workflow_id).terminate("test")
+    for _ in range(100):
+        if (await stack.clarion.approval(handle.message_id)).status == "cancelled":
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the request was not closed")
+    assert handle.message_id not in [r.id for r in await stack.clarion.approvals()]
+    kinds = await audit_kinds(stack, message_id=handle.message_id)
+    assert AuditKind.APPROVAL_CANCELLED in kinds
