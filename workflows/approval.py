@@ -17,10 +17,10 @@ only signal; a refused signal is recorded in the audit trail and changes nothing
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
@@ -177,7 +177,9 @@ class ApprovalGateWorkflow:
         self.status = "pending"
         try:
             await self._ladder(inp, rule, wf_id)
-        except asyncio.CancelledError:
+        except BaseException as exc:
+            if not is_cancelled_exception(exc):
+                raise
             # Whatever waited for the decision has ended (a journey exited, a broadcast
             # was cancelled): close the request so nobody is asked any more.
             self.status = "cancelled"
