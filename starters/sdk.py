@@ -33,7 +33,7 @@ from clarion.crisis.models import (
     Tier,
 )
 from clarion.crisis.tiers import load_tiers
-from clarion.errors import ClarionError, ValidationFailed
+from clarion.errors import ClarionError, NotFound, ValidationFailed
 from clarion.expressions import ExpressionError
 from clarion.journeys.models import (
     JourneyEvent,
@@ -242,9 +242,25 @@ class ClarionClient:
     async def reject(self, request_id: str, *, reason: str) -> str:
         return await self._decide(request_id, approved=False, reason=reason)
 
+    async def _open_request(self, request_id: str) -> RequestView:
+        """The request's row; while its gate is still writing it (a second after a message
+        or broadcast started waiting), wait for it. NotFound for an unknown request."""
+        for _ in range(100):
+            try:
+                return await self.approval(request_id)
+            except NotFound:
+                try:
+                    await self.temporal.get_workflow_handle(f"approval:{request_id}").describe()
+                except RPCError as exc:
+                    if exc.status is RPCStatusCode.NOT_FOUND:
+                        raise NotFound("approval request", request_id) from None
+                    raise
+            await asyncio.sleep(0.1)
+        return await self.approval(request_id)
+
     async def _decide(self, request_id: str, *, approved: bool, reason: str) -> str:
         operator = await self.require_operator()
-        request = await self.approval(request_id)  # NotFound for an unknown id
+        request = await self._open_request(request_id)
         decision = OperatorDecision(operator=operator.name, approved=approved, reason=reason)
         handle = self.temporal.get_workflow_handle(request.workflow_id)
         refreshed = 0

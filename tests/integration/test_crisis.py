@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from pydantic import SecretStr
 from sqlalchemy import select
+from temporalio.service import RPCError
 
 from clarion.crisis.models import BroadcastProgress, BroadcastState, Tier
 from clarion.customers import CustomerRecord
@@ -63,7 +64,12 @@ async def reached(handle: BroadcastHandle, *, within: float = 120) -> BroadcastP
     progress: list[BroadcastProgress] = []
 
     async def done() -> bool:
-        p = await handle.progress()
+        try:
+            p = await handle.progress()
+        except RPCError:
+            # A query can fail while its worker is being replaced (the crash tests kill
+            # one): the next poll asks again.
+            return False
         progress[:] = [p]
         return p.state in (BroadcastState.ACTIVE, BroadcastState.RESOLVED) and p.done >= p.total
 
