@@ -68,10 +68,10 @@ async def handle_inbound_sms(
             customers=[c.external_id for c in customers],
         )
         if keyword.action is KeywordAction.HELP:
-            return _with(result, reply=settings.sms_help_text)
+            return replace(result, reply=settings.sms_help_text)
         if keyword.action is KeywordAction.NONE:
             acked = await broadcast_repo.ack_by_phone(session, phone=phone, at=now)
-            return _with(result, acknowledged=acked)
+            return replace(result, acknowledged=acked)
         for customer in customers:
             facts = await repo.consent_facts(session, customer=customer)
             for purpose in Purpose:
@@ -104,7 +104,7 @@ async def handle_inbound_sms(
             if keyword.action is KeywordAction.OPT_OUT
             else settings.sms_start_reply
         )
-        return _with(result, reply=reply)
+        return replace(result, reply=reply)
 
 
 def _stopped_opt_in(facts: list[ConsentFact]) -> bool:
@@ -121,7 +121,3 @@ def _stopped_opt_in(facts: list[ConsentFact]) -> bool:
             continue
         return stopped and fact.status is ConsentStatus.GRANTED
     return False
-
-
-def _with(result: InboundResult, **changes: object) -> InboundResult:
-    return replace(result, **changes)  # type: ignore[arg-type]

@@ -10,13 +10,10 @@ when the mailbox provider POSTs the one-click request.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from clarion import signing
 from clarion.config import Settings
 from clarion.errors import ClarionError
 from clarion.models import AuditKind, Channel, ConsentStatus, Purpose
@@ -29,14 +26,6 @@ class UnsubscribeTokenError(ClarionError):
     pass
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 @dataclass(frozen=True)
 class UnsubscribeClaim:
     customer_id: str
@@ -45,36 +34,32 @@ class UnsubscribeClaim:
     message_id: str
 
 
+CONTEXT = b"unsubscribe:"
+MESSAGES = {
+    "malformed": "malformed unsubscribe token",
+    "signature": "unsubscribe token signature does not match",
+    "expired": "unsubscribe token has expired",
+}
+
+
 def make_unsubscribe_token(secret: str, claim: UnsubscribeClaim, expires_at: datetime) -> str:
     if not secret:
         raise UnsubscribeTokenError("no unsubscribe secret configured (CLARION_UNSUBSCRIBE_SECRET)")
-    payload = json.dumps(
-        {
-            "c": claim.customer_id,
-            "ch": claim.channel.value,
-            "p": claim.purpose.value,
-            "m": claim.message_id,
-            "e": int(expires_at.timestamp()),
-        },
-        separators=(",", ":"),
-    ).encode()
-    signature = hmac.new(secret.encode(), b"unsubscribe:" + payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(signature)}"
+    payload = {
+        "c": claim.customer_id,
+        "ch": claim.channel.value,
+        "p": claim.purpose.value,
+        "m": claim.message_id,
+    }
+    return signing.sign(secret, payload, expires_at, CONTEXT)
 
 
 def verify_unsubscribe_token(secret: str, token: str, now: datetime) -> UnsubscribeClaim:
     """The claim of a valid token; UnsubscribeTokenError when changed, foreign or expired."""
     try:
-        payload_part, signature_part = token.split(".", 1)
-        payload, signature = _unb64(payload_part), _unb64(signature_part)
-    except (ValueError, TypeError) as exc:
-        raise UnsubscribeTokenError("malformed unsubscribe token") from exc
-    expected = hmac.new(secret.encode(), b"unsubscribe:" + payload, hashlib.sha256).digest()
-    if not secret or not hmac.compare_digest(signature, expected):
-        raise UnsubscribeTokenError("unsubscribe token signature does not match")
-    data = json.loads(payload)
-    if now.timestamp() > data["e"]:
-        raise UnsubscribeTokenError("unsubscribe token has expired")
+        data = signing.verify(secret, token, now, CONTEXT)
+    except signing.TokenProblem as exc:
+        raise UnsubscribeTokenError(MESSAGES[exc.kind]) from exc
     return UnsubscribeClaim(
         customer_id=str(data["c"]),
         channel=Channel(data["ch"]),
