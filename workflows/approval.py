@@ -17,10 +17,12 @@ only signal; a refused signal is recorded in the audit trail and changes nothing
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import is_cancelled_exception
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
@@ -35,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         OperatorDecision,
     )
     from clarion.policy.approval import ApprovalRule, DecisionFacts, FinalOutcome, refusal
-    from workflows.deliver import STORE_RETRY
+    from workflows.retries import STORE_RETRY
 
 STORE_TIMEOUT = timedelta(seconds=30)
 NOT_OPEN_YET = "the request is not open yet; try again in a moment"
@@ -43,6 +45,17 @@ NOT_OPEN_YET = "the request is not open yet; try again in a moment"
 
 def approval_workflow_id(request_id: str) -> str:
     return f"approval:{request_id}"
+
+
+def approval_gate(inp: ApprovalGateInput) -> Awaitable[ApprovalOutcome]:
+    """Run the gate for ``inp`` as a child of the calling workflow (id
+    ``approval:<request id>``), cancelled when its parent ends; await its outcome."""
+    return workflow.execute_child_workflow(
+        ApprovalGateWorkflow.run,
+        inp,
+        id=approval_workflow_id(inp.request_id),
+        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+    )
 
 
 @workflow.defn(name="ApprovalGate")

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.broadcast import BroadcastActivities
@@ -36,7 +35,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from clarion.models import ApprovalGateInput, ApprovalOutcome
     from clarion.policy.timing import parse_duration
-    from workflows.deliver import STORE_RETRY
+    from workflows.approval import approval_gate
+    from workflows.retries import STORE_RETRY
 
 CRISIS_UNAPPROVED = "crisis_unapproved"
 
@@ -262,8 +262,7 @@ class CrisisBroadcastWorkflow:
     async def _approval(self, inp: BroadcastInput, prepared: PreparedBroadcast) -> ApprovalOutcome:
         """A template that is not a pre-approved crisis template needs the approval gate
         (category ``crisis_unapproved``): who decides and how it escalates is policy."""
-        return await workflow.execute_child_workflow(
-            "ApprovalGate",
+        return await approval_gate(
             ApprovalGateInput(
                 request_id=inp.broadcast_id,
                 subject_kind="broadcast",
@@ -273,10 +272,7 @@ class CrisisBroadcastWorkflow:
                 template_version=prepared.template_version,
                 requested_by=inp.requested_by,
                 rule=prepared.approval_rule or {},
-            ),
-            id=f"approval:{inp.broadcast_id}",
-            result_type=ApprovalOutcome,
-            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
         )
 
     async def _dispatch(self, ranges: list[TierRange]) -> None:

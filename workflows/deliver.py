@@ -15,14 +15,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliver import PERMANENT_ERROR_TYPES, DeliveryActivities
     from clarion.models import (
         Acknowledgement,
         ApprovalGateInput,
-        ApprovalOutcome,
         Channel,
         ChannelAttempt,
         DeliverMessageInput,
@@ -37,10 +35,9 @@ with workflow.unsafe.imports_passed_through():
         SendResult,
     )
     from clarion.policy.timing import parse_duration
+    from workflows.approval import approval_gate
+    from workflows.retries import STORE_RETRY
 
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
-)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -101,8 +98,7 @@ class DeliverMessageWorkflow:
 
         if prepared.approval_rule is not None and any(p.allowed for p in prepared.plans):
             self._stage = "awaiting_approval"
-            decision: ApprovalOutcome = await workflow.execute_child_workflow(
-                "ApprovalGate",
+            decision = await approval_gate(
                 ApprovalGateInput(
                     request_id=req.message_id,
                     subject_kind="message",
@@ -114,10 +110,7 @@ class DeliverMessageWorkflow:
                     context=req.context,
                     requested_by=req.requested_by,
                     rule=prepared.approval_rule,
-                ),
-                id=f"approval:{req.message_id}",
-                result_type=ApprovalOutcome,
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                )
             )
             if not decision.approved:
                 return await self._finish(

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ChildWorkflowError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.journeys import JourneyActivities
@@ -41,8 +40,9 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
     from clarion.journeys.split import assign_variant
-    from clarion.models import ApprovalGateInput, ApprovalOutcome, DeliverMessageInput
+    from clarion.models import ApprovalGateInput, DeliverMessageInput
     from clarion.policy.timing import parse_duration, parse_time_of_day, wait_until
+    from workflows.approval import approval_gate
     from workflows.deliver import DeliverMessageWorkflow
 
 SA_JOURNEY = SearchAttributeKey.for_keyword("ClarionJourney")
@@ -357,8 +357,7 @@ class JourneyWorkflow:
         wf_id = workflow.info().workflow_id
         request_id = f"{wf_id}/{seq}-{step_id}"
         gate = asyncio.ensure_future(
-            workflow.execute_child_workflow(
-                "ApprovalGate",
+            approval_gate(
                 ApprovalGateInput(
                     request_id=request_id,
                     subject_kind="journey",
@@ -370,10 +369,7 @@ class JourneyWorkflow:
                     context=s.context,
                     requested_by=f"journey:{s.journey}",
                     rule=rule,
-                ),
-                id=f"approval:{request_id}",
-                result_type=ApprovalOutcome,
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                )
             )
         )
         self._gate_request = request_id

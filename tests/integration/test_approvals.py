@@ -315,16 +315,22 @@ async def test_approval_survives_worker_restart(
 # ---------------------------------------------------------------- acknowledgement ladder
 
 
-async def test_unacknowledged_message_escalates_to_voice_then_agent(stack: Stack) -> None:
+async def alert(stack: Stack, ref: str, *, within: str) -> tuple[str, MessageHandle]:
+    """An alert by SMS, then voice, to a new customer, asking for acknowledgement."""
     phone = unique_phone()
     customer = await add_customer(stack.store, email=False, phone=phone)
     handle = await stack.clarion.send_message(
         customer_id=customer.external_id,
         template="test-alert",
         channels=["sms", "voice"],
-        context={"ref": "A-1"},
-        acknowledge_within="2s",
+        context={"ref": ref},
+        acknowledge_within=within,
     )
+    return phone, handle
+
+
+async def test_unacknowledged_message_escalates_to_voice_then_agent(stack: Stack) -> None:
+    phone, handle = await alert(stack, "A-1", within="2s")
     outcome = await asyncio.wait_for(handle.result(), timeout=60)
     assert outcome.status is OutcomeStatus.DELIVERED
     assert outcome.acknowledged_by is None
@@ -340,15 +346,7 @@ async def test_unacknowledged_message_escalates_to_voice_then_agent(stack: Stack
 
 
 async def test_acknowledged_message_stops_escalating(stack: Stack) -> None:
-    phone = unique_phone()
-    customer = await add_customer(stack.store, email=False, phone=phone)
-    handle = await stack.clarion.send_message(
-        customer_id=customer.external_id,
-        template="test-alert",
-        channels=["sms", "voice"],
-        context={"ref": "A-2"},
-        acknowledge_within="1h",
-    )
+    phone, handle = await alert(stack, "A-2", within="1h")
     for _ in range(100):
         if (await handle.stage()).startswith("awaiting_acknowledgement"):
             break
