@@ -48,8 +48,14 @@ from clarion.errors import NotFound, PermanentChannelError, RenderError, Retryab
 from clarion.faults import failpoint
 from clarion.logging import get_logger
 from clarion.models import AuditKind, Channel, DeliveryStatus, Purpose
-from clarion.policy import decide_consent
 from clarion.policy.approval import DEFAULT_RULES, ApprovalRule, load_policy
+from clarion.policy.compliance import (
+    consent_decision,
+    decide_cap,
+    load_compliance,
+    next_allowed,
+    quiet_window,
+)
 from clarion.store import Store, repo
 from clarion.store.ratelimit import RateLimiter
 from clarion.store.repo import CustomerSnapshot
@@ -131,6 +137,40 @@ class BroadcastActivities:
         )
         self._definitions: dict[tuple[str, int], TemplateDefinition] = {}
         self.policy = load_policy(settings.approval_policy_file)
+        self.compliance = load_compliance(settings.compliance_file)
+
+    async def _held_back(
+        self,
+        session: AsyncSession,
+        customer: CustomerSnapshot,
+        channel: Channel,
+        purpose: Purpose,
+        message_id: str,
+    ) -> str | None:
+        """Why the jurisdiction's quiet hours or frequency caps keep this channel from this
+        recipient now (the broadcast moves on down the ladder), or None. By default both
+        cover marketing only, so crisis and service broadcasts are never held back."""
+        rules = self.compliance.rules_for(customer.attributes)
+        now = utcnow()
+        window = quiet_window(rules, purpose, channel, customer.timezone)
+        if window is not None and next_allowed(now, window) > now:
+            return f"quiet_hours: outside {window.allowed} local"
+        caps = rules.caps_for(purpose, channel)
+        if not caps:
+            return None
+        sent = {
+            i: await repo.send_times(
+                session,
+                customer_external_id=customer.external_id,
+                purpose=purpose,
+                channels=cap.counted_channels(),
+                since=now - cap.window,
+                exclude_message_id=message_id,
+            )
+            for i, cap in enumerate(caps)
+        }
+        verdict = decide_cap(caps, sent, now)
+        return None if verdict.allowed else f"frequency_cap: {verdict.cap}"
 
     # ------------------------------------------------------------------ prepare
 
@@ -477,14 +517,20 @@ class BroadcastActivities:
             variables = render_variables(customer, {"broadcast": about}, mid)
             for channel in data.channels:
                 address = repo.contact_of(customer, CONTACT_KIND[channel])
-                decision = decide_consent(
+                decision = consent_decision(
+                    self.compliance.rules_for(customer.attributes),
                     facts.get(customer.id, []),
                     channel,
                     purpose,
+                    category=definition.category,
                     has_contact_point=address is not None,
                 )
                 if not decision.allowed:
                     reasons.append(f"{channel.value}: {decision.reason}")
+                    continue
+                held = await self._held_back(session, customer, channel, purpose, mid)
+                if held is not None:
+                    reasons.append(f"{channel.value}: {held}")
                     continue
                 try:
                     rendered = render_for(definition, customer, channel, variables)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -28,6 +29,7 @@ from clarion.models import (
     AuditKind,
     Channel,
     ChannelPlan,
+    DeferralInput,
     DeliveryOutcome,
     DeliveryStatus,
     EscalationInput,
@@ -39,8 +41,15 @@ from clarion.models import (
     SendInput,
     SendResult,
 )
-from clarion.policy import ConsentDecision, decide_consent
+from clarion.policy import ConsentDecision
 from clarion.policy.approval import load_policy
+from clarion.policy.compliance import (
+    CapAction,
+    consent_decision,
+    decide_cap,
+    load_compliance,
+    quiet_window,
+)
 from clarion.store import Store, repo
 from clarion.store.repo import CustomerSnapshot
 from clarion.store.tables import AgentTask, Customer, Delivery, utcnow
@@ -135,13 +144,26 @@ class DeliveryActivities:
         self.providers = providers
         self.settings = settings
         self.policy = load_policy(settings.approval_policy_file)
+        self.compliance = load_compliance(settings.compliance_file)
 
     async def _consent(
-        self, session: AsyncSession, customer: Customer, channel: Channel, purpose: Purpose
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        channel: Channel,
+        purpose: Purpose,
+        category: str,
     ) -> ConsentDecision:
         facts = await repo.consent_facts(session, customer=customer)
         contact = repo.contact_of(customer, CONTACT_KIND[channel])
-        return decide_consent(facts, channel, purpose, has_contact_point=contact is not None)
+        return consent_decision(
+            self.compliance.rules_for(customer.attributes),
+            facts,
+            channel,
+            purpose,
+            category=category,
+            has_contact_point=contact is not None,
+        )
 
     @activity.defn(name="prepare_delivery")
     async def prepare_delivery(self, data: PrepareDeliveryInput) -> PreparedDelivery:
@@ -175,8 +197,12 @@ class DeliveryActivities:
                 purpose = req.purpose or Purpose(version.purpose)
                 variables = render_variables(customer, req.context, mid)
                 plans: list[ChannelPlan] = []
+                rules = self.compliance.rules_for(customer.attributes)
+                jurisdiction = self.compliance.jurisdiction_of(customer.attributes)
                 for channel in req.channels:
-                    decision = await self._consent(session, customer, channel, purpose)
+                    decision = await self._consent(
+                        session, customer, channel, purpose, version.category
+                    )
                     if not decision.allowed:
                         plans.append(
                             ChannelPlan(channel=channel, allowed=False, reason=decision.reason)
@@ -209,7 +235,27 @@ class DeliveryActivities:
                             dedupe_key=f"{mid}:render_failed:{channel.value}",
                         )
                         continue
-                    plans.append(ChannelPlan(channel=channel, allowed=True, reason=decision.reason))
+                    if decision.reason == "safety_override":
+                        await repo.append_audit(
+                            session,
+                            kind=AuditKind.CONSENT_OVERRIDDEN,
+                            **common,
+                            channel=channel,
+                            reason=f"category {version.category!r} is sent despite an opt-out "
+                            f"in jurisdiction {jurisdiction}",
+                            detail={"purpose": purpose.value, "category": version.category},
+                            dedupe_key=f"{mid}:consent_overridden:{channel.value}",
+                        )
+                    quiet = quiet_window(rules, purpose, channel, customer.timezone)
+                    plans.append(
+                        ChannelPlan(
+                            channel=channel,
+                            allowed=True,
+                            reason=decision.reason,
+                            quiet_allowed=quiet.allowed if quiet else "",
+                            quiet_zones=quiet.zones if quiet else [],
+                        )
+                    )
                 log.info(
                     "message prepared",
                     template=req.template,
@@ -329,7 +375,9 @@ class DeliveryActivities:
                     )
                     session.add(delivery)
                 customer = await repo.require_customer(session, external_id=data.customer_id)
-                decision = await self._consent(session, customer, channel, data.purpose)
+                decision = await self._consent(
+                    session, customer, channel, data.purpose, data.category
+                )
                 if not decision.allowed:
                     await repo.set_delivery_status(
                         session,
@@ -350,6 +398,9 @@ class DeliveryActivities:
                     return SendResult(
                         status=DeliveryStatus.SUPPRESSED, channel=channel, reason=decision.reason
                     )
+                capped = await self._cap(session, data, customer, delivery, common)
+                if capped is not None:
+                    return capped
                 failure: RenderError | NotFound | PermanentChannelError | None = None
                 try:
                     _, definition = await repo.get_template_version(
@@ -419,6 +470,94 @@ class DeliveryActivities:
                 provider=receipt.provider,
                 provider_message_id=receipt.provider_message_id,
             )
+
+    async def _cap(
+        self,
+        session: AsyncSession,
+        data: SendInput,
+        customer: Customer,
+        delivery: Delivery,
+        common: dict[str, Any],
+    ) -> SendResult | None:
+        """Hold the message back when a frequency cap of the customer's jurisdiction is
+        full: suppress it, or defer it until the rolling window has room. Audited."""
+        caps = self.compliance.rules_for(customer.attributes).caps_for(data.purpose, data.channel)
+        if not caps:
+            return None
+        now = data.decided_at or utcnow()
+        sent: dict[int, list[datetime]] = {}
+        for i, cap in enumerate(caps):
+            sent[i] = await repo.send_times(
+                session,
+                customer_external_id=customer.external_id,
+                purpose=data.purpose,
+                channels=cap.counted_channels(),
+                since=now - cap.window,
+                exclude_message_id=data.message_id,
+            )
+        verdict = decide_cap(caps, sent, now)
+        if verdict.allowed:
+            return None
+        mid, channel = data.message_id, data.channel
+        reason = f"frequency_cap: {verdict.cap}"
+        if verdict.action is CapAction.DEFER and verdict.retry_at is not None:
+            await repo.set_delivery_status(
+                session, delivery=delivery, status=DeliveryStatus.DEFERRED, error=reason
+            )
+            await repo.append_audit(
+                session,
+                kind=AuditKind.DEFERRED,
+                **common,
+                channel=channel,
+                reason=reason,
+                detail={"until": verdict.retry_at.isoformat(), "cap": verdict.cap},
+                dedupe_key=f"{mid}:deferred:{channel.value}:{verdict.retry_at.isoformat()}",
+            )
+            log.info("deferred by a frequency cap", cap=verdict.cap, until=verdict.retry_at)
+            return SendResult(
+                status=DeliveryStatus.DEFERRED,
+                channel=channel,
+                reason=reason,
+                retry_at=verdict.retry_at,
+            )
+        await repo.set_delivery_status(
+            session, delivery=delivery, status=DeliveryStatus.SUPPRESSED, error=reason
+        )
+        await repo.append_audit(
+            session,
+            kind=AuditKind.SUPPRESSED,
+            **common,
+            channel=channel,
+            reason=reason,
+            detail={"purpose": data.purpose.value, "cap": verdict.cap, "at": "send"},
+            dedupe_key=f"{mid}:suppressed:{channel.value}",
+        )
+        log.info("suppressed by a frequency cap", cap=verdict.cap)
+        return SendResult(status=DeliveryStatus.SUPPRESSED, channel=channel, reason=reason)
+
+    @activity.defn(name="defer_message")
+    async def defer_message(self, data: DeferralInput) -> None:
+        """Audit that a message waits (quiet hours) until ``data.until``."""
+        async with self.store.transaction() as session:
+            await repo.append_audit(
+                session,
+                kind=AuditKind.DEFERRED,
+                customer_external_id=data.customer_id,
+                message_id=data.message_id,
+                workflow_id=data.workflow_id,
+                channel=data.channel,
+                reason=data.reason,
+                detail={"until": data.until.isoformat(), **data.detail},
+                dedupe_key=f"{data.message_id}:deferred:{data.channel.value}:"
+                f"{data.until.isoformat()}",
+            )
+        log.info(
+            "message deferred",
+            message_id=data.message_id,
+            workflow_id=data.workflow_id,
+            reason=data.reason,
+            until=data.until.isoformat(),
+        )
 
     @activity.defn(name="escalate_message")
     async def escalate_message(self, data: EscalationInput) -> str | None:

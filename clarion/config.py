@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Approvals: the policy file (built-in defaults without one) and the token of the
     # operator the CLI and SDK act as.
     approval_policy_file: Path | None = None
+    # Compliance rules per jurisdiction: consent modes, safety overrides, quiet hours and
+    # frequency caps (built-in defaults without a file; see docs/compliance.md).
+    compliance_file: Path | None = None
     # One-click unsubscribe links in marketing email (List-Unsubscribe, RFC 8058): the
     # secret that signs them (empty: no links) and how long a link stays valid.
     unsubscribe_secret: SecretStr = SecretStr("")

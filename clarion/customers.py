@@ -33,7 +33,7 @@ class CustomerRecord(BaseModel):
     email: str | None = None
     phone: str | None = None  # E.164
     locale: str = "en"
-    timezone: str = "UTC"
+    timezone: str = ""  # IANA zone; empty: unknown (quiet hours use the conservative default)
     attributes: dict[str, Any] = {}
 
 
@@ -104,7 +104,7 @@ def build_record(
         email=normalise_email(email) if email and email.strip() else None,
         phone=normalise_phone(phone, default_region) if phone and phone.strip() else None,
         locale=normalise_locale(locale) if locale and locale.strip() else "en",
-        timezone=normalise_timezone(timezone) if timezone and timezone.strip() else "UTC",
+        timezone=normalise_timezone(timezone) if timezone and timezone.strip() else "",
         attributes=attributes,
     )
 

@@ -6,6 +6,7 @@ phone numbers: everything personal is looked up by the activities that need it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +35,7 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
+    DEFERRED = "deferred"  # held back (frequency cap); the workflow retries at retry_at
 
 
 class OutcomeStatus(StrEnum):
@@ -63,6 +65,8 @@ class AuditKind(StrEnum):
     APPROVAL_CANCELLED = "approval_cancelled"  # whatever waited for it ended first
     ESCALATED = "escalated"  # a sent message moved down its ladder (no acknowledgement)
     AGENT_TASK = "agent_task"  # handed to a human agent
+    DEFERRED = "deferred"  # held back by quiet hours or a frequency cap until a later time
+    CONSENT_OVERRIDDEN = "consent_overridden"  # a safety category sent despite an opt-out
 
 
 class _Payload(BaseModel):
@@ -114,6 +118,10 @@ class ChannelPlan(_Payload):
     channel: Channel
     allowed: bool
     reason: str = ""  # why not allowed: no_consent, opted_out, no_contact_point, template_error
+    # Quiet hours: the local window ("08:00-21:00") the send must wait for, and the zones
+    # in which it must be open (the customer's, or the conservative set when unknown).
+    quiet_allowed: str = ""
+    quiet_zones: list[str] = Field(default_factory=list)
 
 
 class PreparedDelivery(_Payload):
@@ -139,15 +147,28 @@ class SendInput(_Payload):
     context: dict[str, Any] = Field(default_factory=dict)
     fallback_from: Channel | None = None
     fallback_reason: str = ""
+    category: str = ""  # the template's category (safety overrides)
+    decided_at: datetime | None = None  # the workflow's clock when it asked (caps)
 
 
 class SendResult(_Payload):
-    status: DeliveryStatus  # sent or suppressed (consent withdrawn at send time)
+    status: DeliveryStatus  # sent, suppressed (consent, cap) or deferred (cap)
+    retry_at: datetime | None = None  # deferred: when to ask again
     channel: Channel
     provider: str = ""
     provider_message_id: str = ""
     reason: str = ""
     already_sent: bool = False  # a retry found the provider's acceptance already recorded
+
+
+class DeferralInput(_Payload):
+    message_id: str
+    workflow_id: str
+    customer_id: str
+    channel: Channel
+    reason: str  # quiet_hours / frequency_cap
+    until: datetime
+    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 class ChannelAttempt(_Payload):

@@ -107,6 +107,13 @@ def settings() -> Settings:
             load_policy(s.approval_policy_file)
         except PolicyError as exc:
             raise Fail(f"invalid configuration: CLARION_APPROVAL_POLICY_FILE: {exc}", 2) from exc
+    if s.compliance_file is not None:
+        from clarion.policy.compliance import ComplianceError, load_compliance
+
+        try:
+            load_compliance(s.compliance_file)
+        except ComplianceError as exc:
+            raise Fail(f"invalid configuration: CLARION_COMPLIANCE_FILE: {exc}", 2) from exc
     configure_logging(s.log_level, s.log_format)
     return s
 

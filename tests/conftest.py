@@ -134,6 +134,8 @@ async def add_customer(
     locale: str = "en",
     consents: list[tuple[Channel, Purpose, ConsentStatus]] = (),  # type: ignore[assignment]
     name: str = "Test Customer",
+    timezone: str = "",
+    attributes: dict[str, object] | None = None,
 ) -> CustomerRecord:
     ext = uid("cust")
     record = CustomerRecord(
@@ -142,7 +144,8 @@ async def add_customer(
         email=f"{ext}@example.com" if email else None,
         phone=phone,
         locale=locale,
-        attributes={"plan": "pro"},
+        timezone=timezone,
+        attributes={"plan": "pro", **(attributes or {})},
     )
     async with store.transaction() as session:
         customer, _ = await repo.upsert_customer(session, record=record)

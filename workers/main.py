@@ -45,6 +45,7 @@ def build_worker(
         acts.send_message,
         acts.record_outcome,
         acts.escalate_message,
+        acts.defer_message,
         journeys.load_journey,
         journeys.record_steps,
         journeys.evaluate_branch,

@@ -9,7 +9,7 @@ Every decision is written to the audit trail by the activities.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
         ApprovalGateInput,
         Channel,
         ChannelAttempt,
+        ChannelPlan,
+        DeferralInput,
         DeliverMessageInput,
         DeliveryOutcome,
         DeliveryStatus,
@@ -34,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         SendInput,
         SendResult,
     )
+    from clarion.policy.compliance import QuietWindow, next_allowed
     from clarion.policy.timing import parse_duration
     from workflows.approval import approval_gate
     from workflows.retries import STORE_RETRY
@@ -139,27 +142,35 @@ class DeliverMessageWorkflow:
                 continue
             if unacknowledged is not None:
                 await self._escalate(wf_id, req, unacknowledged.channel, plan.channel)
-            self._stage = f"sending:{plan.channel.value}"
             try:
-                result: SendResult = await workflow.execute_activity_method(
-                    DeliveryActivities.send_message,
-                    SendInput(
-                        message_id=req.message_id,
-                        workflow_id=wf_id,
-                        customer_id=req.customer_id,
-                        template=req.template,
-                        template_version=prepared.template_version,
-                        purpose=prepared.purpose,
-                        channel=plan.channel,
-                        context=req.context,
-                        fallback_from=fallback_from,
-                        fallback_reason=fallback_reason,
-                    ),
-                    start_to_close_timeout=SEND_ATTEMPT_TIMEOUT,
-                    heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
-                    schedule_to_close_timeout=SEND_DEADLINE,
-                    retry_policy=SEND_RETRY,
-                )
+                while True:
+                    await self._quiet_hours(wf_id, req, plan)
+                    self._stage = f"sending:{plan.channel.value}"
+                    result: SendResult = await workflow.execute_activity_method(
+                        DeliveryActivities.send_message,
+                        SendInput(
+                            message_id=req.message_id,
+                            workflow_id=wf_id,
+                            customer_id=req.customer_id,
+                            template=req.template,
+                            template_version=prepared.template_version,
+                            purpose=prepared.purpose,
+                            channel=plan.channel,
+                            context=req.context,
+                            fallback_from=fallback_from,
+                            fallback_reason=fallback_reason,
+                            category=prepared.category,
+                            decided_at=workflow.now(),
+                        ),
+                        start_to_close_timeout=SEND_ATTEMPT_TIMEOUT,
+                        heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
+                        schedule_to_close_timeout=SEND_DEADLINE,
+                        retry_policy=SEND_RETRY,
+                    )
+                    if result.status is not DeliveryStatus.DEFERRED or result.retry_at is None:
+                        break
+                    # A frequency cap is full: the activity audited it; wait for room.
+                    await self._sleep_until(result.retry_at, plan.channel, "frequency_cap")
             except ActivityError as err:
                 reason = _failure_reason(err)
                 any_failed = True
@@ -205,6 +216,37 @@ class DeliverMessageWorkflow:
         return await self._finish(
             wf_id, req, status, reason=reason, template_version=prepared.template_version
         )
+
+    async def _quiet_hours(self, wf_id: str, req: DeliverMessageInput, plan: ChannelPlan) -> None:
+        """Outside the customer's allowed hours: audit the deferral, then wait for the
+        window on a durable timer (never drop the message)."""
+        if not plan.quiet_allowed or not plan.quiet_zones:
+            return
+        window = QuietWindow(allowed=plan.quiet_allowed, zones=plan.quiet_zones)
+        until = next_allowed(workflow.now(), window)
+        if until <= workflow.now():
+            return
+        await workflow.execute_activity_method(
+            DeliveryActivities.defer_message,
+            DeferralInput(
+                message_id=req.message_id,
+                workflow_id=wf_id,
+                customer_id=req.customer_id,
+                channel=plan.channel,
+                reason="quiet_hours",
+                until=until,
+                detail={"allowed": plan.quiet_allowed, "zones": plan.quiet_zones},
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+        await self._sleep_until(until, plan.channel, "quiet_hours")
+
+    async def _sleep_until(self, until: datetime, channel: Channel, why: str) -> None:
+        self._stage = f"deferred:{channel.value}:{why}:{until.isoformat()}"
+        delay = until - workflow.now()
+        if delay > timedelta(0):
+            await workflow.sleep(delay)
 
     async def _acknowledged(self, within: str, channel: Channel) -> bool:
         """Wait up to ``within`` for an acknowledgement of the message."""

@@ -59,12 +59,25 @@ def decide_consent(
     purpose: Purpose,
     *,
     has_contact_point: bool,
+    opt_in_required: bool | None = None,
+    override: bool = False,
 ) -> ConsentDecision:
-    """May a message of ``purpose`` go to this customer on ``channel``?"""
+    """May a message of ``purpose`` go to this customer on ``channel``?
+
+    ``opt_in_required`` is the jurisdiction's consent mode for the channel and purpose
+    (None: marketing needs an opt-in, the rest goes unless opted out). ``override``:
+    the message is of a safety category the jurisdiction sends despite an opt-out.
+    """
     if not has_contact_point:
         return ConsentDecision(allowed=False, reason="no_contact_point")
     fact = current_consent(facts, channel, purpose)
-    if purpose is Purpose.MARKETING:
+    if override:
+        if fact is not None and fact.status is ConsentStatus.REVOKED:
+            return ConsentDecision(allowed=True, reason="safety_override")
+        return ConsentDecision(allowed=True, reason="safety_category")
+    if opt_in_required is None:
+        opt_in_required = purpose is Purpose.MARKETING
+    if opt_in_required:
         if fact is not None and fact.status is ConsentStatus.GRANTED:
             return ConsentDecision(allowed=True, reason="opt_in")
         if fact is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -211,6 +211,31 @@ async def consent_facts(session: AsyncSession, *, customer: Customer) -> list[Co
         )
         for r in rows
     ]
+
+
+async def send_times(
+    session: AsyncSession,
+    *,
+    customer_external_id: str,
+    purpose: Purpose,
+    channels: Sequence[Channel],
+    since: datetime,
+    exclude_message_id: str,
+) -> list[datetime]:
+    """When this customer's other messages of ``purpose`` on ``channels`` went out (or
+    started going out) after ``since``: what a frequency cap counts."""
+    when = func.coalesce(Delivery.sent_at, Delivery.updated_at)
+    rows = await session.execute(
+        select(when).where(
+            Delivery.customer_external_id == customer_external_id,
+            Delivery.purpose == purpose.value,
+            Delivery.channel.in_([c.value for c in channels]),
+            Delivery.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.SENDING.value]),
+            Delivery.message_id != exclude_message_id,
+            when > since,
+        )
+    )
+    return [t if t.tzinfo else t.replace(tzinfo=UTC) for (t,) in rows]
 
 
 # ---------------------------------------------------------------- templates

@@ -128,7 +128,7 @@ def test_build_record_defaults() -> None:
         email=None,
         phone=None,
         locale="en",
-        timezone="UTC",
+        timezone="",
         attributes={},
     )
 
@@ -181,7 +181,7 @@ def test_csv_good_rows_with_attributes() -> None:
                 email=None,
                 phone="+447911123456",
                 locale="en",
-                timezone="UTC",
+                timezone="",
                 attributes={"notes": "likes cats"},
             ),
         ),
