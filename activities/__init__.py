@@ -3,6 +3,13 @@
 from activities.approvals import ApprovalActivities
 from activities.broadcast import BroadcastActivities
 from activities.deliver import DeliveryActivities
+from activities.erasure import ErasureActivities
 from activities.journeys import JourneyActivities
 
-__all__ = ["ApprovalActivities", "BroadcastActivities", "DeliveryActivities", "JourneyActivities"]
+__all__ = [
+    "ApprovalActivities",
+    "BroadcastActivities",
+    "DeliveryActivities",
+    "ErasureActivities",
+    "JourneyActivities",
+]

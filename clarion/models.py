@@ -67,6 +67,9 @@ class AuditKind(StrEnum):
     AGENT_TASK = "agent_task"  # handed to a human agent
     DEFERRED = "deferred"  # held back by quiet hours or a frequency cap until a later time
     CONSENT_OVERRIDDEN = "consent_overridden"  # a safety category sent despite an opt-out
+    ERASURE_REQUESTED = "erasure_requested"
+    ERASED = "erased"  # the customer's personal data is gone; a tombstone remains
+    RETENTION_PURGED = "retention_purged"
 
 
 class _Payload(BaseModel):
@@ -290,3 +293,64 @@ class ApprovalState(_Payload):
     approvals_needed: int
     approved_by: list[str] = Field(default_factory=list)
     requested_by: str = ""
+
+
+# -- erasure (right to be forgotten)
+
+
+class ErasureInput(_Payload):
+    """Input of the Erasure workflow: forget one customer."""
+
+    request_id: str = Field(min_length=1, max_length=200)
+    customer_id: str = Field(min_length=1, max_length=200)
+    reference: str = Field(default="", max_length=200)  # the data-subject request's ticket
+    requested_by: str = "system"
+    # A second pass catches rows written by work that was still ending during the first.
+    sweep_after: str = "5m"
+
+
+class ErasurePlan(_Payload):
+    customer_ref: str  # the tombstone's hashed id
+    found: bool  # the customer exists in the store
+    journeys: list[str] = Field(default_factory=list)  # running journeys' workflow ids
+    messages: list[str] = Field(default_factory=list)  # messages in flight: workflow ids
+
+
+class ErasureWaitInput(_Payload):
+    journeys: list[str]
+    within_s: float = 600.0
+
+
+class ErasureStep(_Payload):
+    request_id: str
+    customer_id: str
+    sweep: bool = False
+
+
+class ErasureCloseInput(_Payload):
+    request_id: str
+    customer_id: str
+    journeys_ended: int
+    messages_cancelled: int
+    rows: dict[str, int]
+
+
+class ErasureReceipt(_Payload):
+    request_id: str
+    customer_ref: str
+    reference: str
+    requested_by: str
+    requested_at: datetime
+    completed_at: datetime
+    customer_found: bool
+    journeys_ended: int
+    messages_cancelled: int
+    rows: dict[str, int]  # table -> rows deleted or anonymised
+
+
+class ErasureProgress(_Payload):
+    request_id: str
+    stage: str  # starting, ending_journeys, erasing, sweeping, done
+    journeys: int = 0
+    messages: int = 0
+    rows: dict[str, int] = Field(default_factory=dict)

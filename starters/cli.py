@@ -283,6 +283,94 @@ def customers_import(
         raise typer.Exit(1)
 
 
+@customers_app.command("erase")
+def customers_erase(
+    customer_id: Annotated[str, typer.Argument(help="Customer id")],
+    reference: Annotated[
+        str, typer.Option("--reference", help="The data-subject request's reference")
+    ] = "",
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="Idempotency key (default: new)")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the receipt")] = False,
+    sweep_after: Annotated[
+        str, typer.Option("--sweep-after", help="When the second pass runs")
+    ] = "5m",
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a customer (right to be forgotten): end their journeys, delete or anonymise
+    their personal data everywhere, keep a tombstone, and produce a receipt."""
+    from clarion.policy.timing import DurationError, parse_duration
+
+    try:
+        parse_duration(sweep_after)
+    except DurationError as exc:
+        raise Fail(f"--sweep-after: {exc}", 2) from exc
+
+    async def call(clarion: Any) -> dict[str, Any]:
+        handle = await clarion.erase_customer(
+            customer_id, reference=reference, request_id=request_id, sweep_after=sweep_after
+        )
+        if not wait:
+            return {"request_id": handle.request_id, "status": "running"}
+        receipt = await handle.result()
+        return {"request_id": handle.request_id, "status": "done", "receipt": receipt}
+
+    data = _approvals_call(call, temporal=True)
+    if as_json:
+        receipt = data.get("receipt")
+        print_json({**data, **({"receipt": receipt.model_dump(mode="json")} if receipt else {})})
+        return
+    out.print(f"erasure {data['request_id']}: {data['status']}")
+    if "receipt" in data:
+        _print_receipt(data["receipt"].model_dump(mode="json"))
+
+
+def _print_receipt(receipt: dict[str, Any]) -> None:
+    for key in (
+        "customer_ref",
+        "reference",
+        "requested_by",
+        "requested_at",
+        "completed_at",
+        "customer_found",
+        "journeys_ended",
+        "messages_cancelled",
+    ):
+        out.print(f"{key}: {receipt.get(key)}", highlight=False)
+    for table, count in sorted((receipt.get("rows") or {}).items()):
+        out.print(f"  {table}: {count}", highlight=False)
+
+
+@customers_app.command("erasure")
+def customers_erasure(
+    request_id: Annotated[str, typer.Argument(help="The erasure request id")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Status, progress and receipt of an erasure request."""
+
+    async def call(clarion: Any) -> dict[str, Any]:
+        record: dict[str, Any] = await clarion.erasure_record(request_id)
+        if record["status"] != "done":
+            try:
+                progress = await clarion.get_erasure(request_id).progress()
+            except Exception:  # the workflow may be gone from Temporal's retention
+                progress = None
+            if progress is not None:
+                record["progress"] = progress.model_dump(mode="json")
+        return record
+
+    data = _approvals_call(call, temporal=True)
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"erasure {data['request_id']}: {data['status']}")
+    if "progress" in data:
+        out.print(f"stage: {data['progress']['stage']}", highlight=False)
+    if data["receipt"]:
+        _print_receipt(data["receipt"])
+
+
 @customers_app.command("show")
 def customers_show(
     customer_id: Annotated[str, typer.Argument(help="Customer id")], as_json: JsonOpt = False

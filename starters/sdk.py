@@ -48,6 +48,9 @@ from clarion.models import (
     Channel,
     DeliverMessageInput,
     DeliveryOutcome,
+    ErasureInput,
+    ErasureProgress,
+    ErasureReceipt,
     OperatorDecision,
     Purpose,
 )
@@ -55,6 +58,7 @@ from clarion.policy.approval import Role
 from clarion.store import Store, repo
 from clarion.store import approvals as approvals_repo
 from clarion.store import broadcasts as broadcast_repo
+from clarion.store import erasure as erasure_repo
 from clarion.store import journeys as journey_repo
 from clarion.store import operators as operators_repo
 from clarion.store.approvals import RequestView
@@ -65,7 +69,23 @@ from clarion.temporal import connect, workflow_id_for_message
 from workflows.approval import NOT_OPEN_YET
 from workflows.crisis import CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
+from workflows.erasure import ErasureWorkflow, erasure_workflow_id
 from workflows.journey import JourneyWorkflow
+
+
+class ErasureHandle:
+    """An erasure on its way; ``result()`` waits for the receipt."""
+
+    def __init__(self, handle: WorkflowHandle[Any, ErasureReceipt], request_id: str) -> None:
+        self._handle = handle
+        self.request_id = request_id
+        self.workflow_id = handle.id
+
+    async def result(self) -> ErasureReceipt:
+        return await self._handle.result()
+
+    async def progress(self) -> ErasureProgress | None:
+        return await self._handle.query(ErasureWorkflow.progress)
 
 
 class MessageHandle:
@@ -300,6 +320,58 @@ class ClarionClient:
             DeliverMessageWorkflow.run, workflow_id_for_message(message_id)
         )
         return MessageHandle(handle, message_id)
+
+    # ---------------------------------------------------------------- erasure
+
+    async def erase_customer(
+        self,
+        customer_id: str,
+        *,
+        reference: str = "",
+        request_id: str | None = None,
+        sweep_after: str = "5m",
+    ) -> ErasureHandle:
+        """Start forgetting a customer (role compliance). The same ``request_id`` twice is
+        one erasure. Returns at once; ``result()`` waits for the receipt."""
+        operator = await self.acting_as(Role.COMPLIANCE)
+        request = ErasureInput(
+            request_id=request_id or str(uuid.uuid4()),
+            customer_id=customer_id,
+            reference=reference,
+            requested_by=operator.name if operator else "system",
+            sweep_after=sweep_after,
+        )
+        handle = await self.temporal.start_workflow(
+            ErasureWorkflow.run,
+            request,
+            id=erasure_workflow_id(request.request_id),
+            task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return ErasureHandle(handle, request.request_id)
+
+    def get_erasure(self, request_id: str) -> ErasureHandle:
+        handle = self.temporal.get_workflow_handle_for(
+            ErasureWorkflow.run, erasure_workflow_id(request_id)
+        )
+        return ErasureHandle(handle, request_id)
+
+    async def erasure_record(self, request_id: str) -> dict[str, Any]:
+        """The tombstone of an erasure as the store keeps it (status and receipt)."""
+        async with self.store.session() as session:
+            row = await erasure_repo.get_request(session, request_id=request_id)
+        if row is None:
+            raise NotFound("erasure request", request_id)
+        return {
+            "request_id": row.id,
+            "customer_ref": row.customer_ref,
+            "reference": row.reference,
+            "requested_by": row.requested_by,
+            "status": row.status,
+            "requested_at": row.requested_at.isoformat(),
+            "completed_at": row.completed_at.isoformat() if row.completed_at else None,
+            "receipt": row.receipt,
+        }
 
     # ---------------------------------------------------------------- journeys
 

@@ -14,6 +14,7 @@ from activities import (
     ApprovalActivities,
     BroadcastActivities,
     DeliveryActivities,
+    ErasureActivities,
     JourneyActivities,
 )
 from clarion.channels import Provider, build_providers
@@ -40,6 +41,7 @@ def build_worker(
     journeys = JourneyActivities(store, load_policy(settings.approval_policy_file))
     broadcasts = BroadcastActivities(store, providers, settings)
     approvals = ApprovalActivities(store, providers, settings)
+    erasure = ErasureActivities(store)
     activities: Sequence[Callable[..., Any]] = [
         acts.prepare_delivery,
         acts.send_message,
@@ -60,6 +62,10 @@ def build_worker(
         approvals.load_roster,
         approvals.record_approval_decision,
         approvals.close_approval,
+        erasure.open_erasure,
+        erasure.wait_for_journeys,
+        erasure.erase_customer_data,
+        erasure.close_erasure,
     ]
     return Worker(
         client,

@@ -3,6 +3,7 @@
 from workflows.approval import ApprovalGateWorkflow
 from workflows.crisis import BroadcastShardWorkflow, CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
+from workflows.erasure import ErasureWorkflow
 from workflows.journey import JourneyWorkflow
 
 ALL_WORKFLOWS = [
@@ -11,6 +12,7 @@ ALL_WORKFLOWS = [
     CrisisBroadcastWorkflow,
     BroadcastShardWorkflow,
     ApprovalGateWorkflow,
+    ErasureWorkflow,
 ]
 
 __all__ = [
@@ -19,5 +21,6 @@ __all__ = [
     "BroadcastShardWorkflow",
     "CrisisBroadcastWorkflow",
     "DeliverMessageWorkflow",
+    "ErasureWorkflow",
     "JourneyWorkflow",
 ]

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.journeys import JourneyActivities
     from clarion.journeys.definition import JourneyDefinition, Step
     from clarion.journeys.models import (
+        ERASURE_EVENT,
         HISTORY_LIMIT,
         INBOX_LIMIT,
         SEEN_LIMIT,
@@ -437,7 +438,7 @@ class JourneyWorkflow:
     def _exit_names(self) -> set[str]:
         assert self.state is not None
         d: JourneyDefinition = self.state.definition
-        return {*d.exit_on, *([d.goal] if d.goal else [])}
+        return {*d.exit_on, *([d.goal] if d.goal else []), ERASURE_EVENT}
 
     def _exit_pending(self) -> bool:
         names = self._exit_names()
@@ -455,6 +456,8 @@ class JourneyWorkflow:
         converted = event.name == s.definition.goal
         s.status = JourneyRunStatus.CONVERTED if converted else JourneyRunStatus.EXITED
         s.reason = f"{'goal' if converted else 'exit_on'} event {event.name}"
+        if event.name == ERASURE_EVENT:
+            s.reason = "the customer's data was erased"
         return True
 
     async def _sleep_until(self, until: datetime, ready: Callable[[], bool]) -> bool:

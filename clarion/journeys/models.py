@@ -155,6 +155,9 @@ class RecordStepsInput(_Payload):
 
 
 # Search attributes (name -> type) that make journeys findable in Temporal's UI and CLI.
+# The event an erasure sends to the customer's running journeys: every journey exits on it.
+ERASURE_EVENT = "clarion.erasure"
+
 SEARCH_ATTRIBUTES = {
     "ClarionJourney": "keyword",
     "ClarionJourneyVersion": "int",

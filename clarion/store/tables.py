@@ -370,6 +370,22 @@ class ApprovalDecisionRecord(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ErasureRequest(Base):
+    """The tombstone of an erasure: who asked, when, under which reference, and the
+    receipt. The customer appears only as a hash (clarion.audit.ref of their id)."""
+
+    __tablename__ = "erasure_requests"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_ref: Mapped[str] = mapped_column(String(64), index=True)
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    requested_by: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running / done
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    receipt: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class AgentTask(Base):
     """Work for a human agent: a message nobody acknowledged after every channel."""
 
