@@ -5,6 +5,7 @@ from activities.broadcast import BroadcastActivities
 from activities.deliver import DeliveryActivities
 from activities.erasure import ErasureActivities
 from activities.journeys import JourneyActivities
+from activities.retention import RetentionActivities
 
 __all__ = [
     "ApprovalActivities",
@@ -12,4 +13,5 @@ __all__ = [
     "DeliveryActivities",
     "ErasureActivities",
     "JourneyActivities",
+    "RetentionActivities",
 ]

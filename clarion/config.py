@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     sms_stop_reply: str = "You are unsubscribed and will get no more texts. Reply START to resume."
     sms_start_reply: str = "You are subscribed again. Reply STOP to stop, HELP for help."
     operator_token: SecretStr = SecretStr("")
+    # Retention: message bodies and delivery details older than this many days are purged
+    # by a Temporal Schedule (cron, UTC) that every worker keeps in place; 0 turns it off.
+    retention_days: int = Field(default=180, ge=0, le=36_500)
+    retention_cron: str = "17 3 * * *"
     # Signed acknowledgement links in crisis emails: the secret that signs them and the
     # public address of Clarion's API that receives the click (<base>/ack/<token>).
     ack_secret: SecretStr = SecretStr("")

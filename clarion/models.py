@@ -354,3 +354,22 @@ class ErasureProgress(_Payload):
     journeys: int = 0
     messages: int = 0
     rows: dict[str, int] = Field(default_factory=dict)
+
+
+# -- retention
+
+
+class RetentionInput(_Payload):
+    """Input of the Retention workflow: purge what is older than ``days``."""
+
+    days: int = Field(ge=1, le=36_500)
+
+
+class PurgeInput(_Payload):
+    cutoff: datetime
+    days: int
+
+
+class RetentionReport(_Payload):
+    cutoff: datetime
+    rows: dict[str, int]  # table (or "outbox_files") -> rows purged

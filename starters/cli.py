@@ -50,6 +50,9 @@ app = typer.Typer(
 customers_app = typer.Typer(help="Import and inspect customers.", no_args_is_help=True)
 templates_app = typer.Typer(help="Publish and list message templates.", no_args_is_help=True)
 consent_app = typer.Typer(help="Record consent in the ledger.", no_args_is_help=True)
+retention_app = typer.Typer(
+    help="Purge message bodies and delivery details past their retention.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Clarion's store.", no_args_is_help=True)
 journeys_app = typer.Typer(
     help="Publish, start and follow customer journeys.", no_args_is_help=True
@@ -62,6 +65,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(templates_app, name="templates")
 app.add_typer(consent_app, name="consent")
 app.add_typer(db_app, name="db")
+app.add_typer(retention_app, name="retention")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 app.add_typer(crisis_app, name="crisis")
@@ -281,6 +285,42 @@ def customers_import(
         )
     if parsed.errors:
         raise typer.Exit(1)
+
+
+@retention_app.command("run")
+def retention_run(
+    days: Annotated[
+        int | None, typer.Option("--days", help="Purge what is older (default: the setting)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the retention purge now (the schedule runs it daily) and print what it purged."""
+    import uuid
+
+    from clarion.models import RetentionInput
+    from workflows.retention import RetentionWorkflow
+
+    s = settings()
+    chosen = days if days is not None else s.retention_days
+    if chosen < 1:
+        raise Fail(f"--days: {chosen!r}: must be at least 1", 2)
+
+    async def main() -> Any:
+        client = await temporal_client(s)
+        return await client.execute_workflow(
+            RetentionWorkflow.run,
+            RetentionInput(days=chosen),
+            id=f"{s.task_queue}-retention-manual-{uuid.uuid4().hex[:8]}",
+            task_queue=s.task_queue,
+        )
+
+    report = run(main())
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    out.print(f"purged what is older than {report.cutoff.isoformat()}")
+    for table, count in sorted(report.rows.items()):
+        out.print(f"  {table}: {count}", highlight=False)
 
 
 @customers_app.command("erase")

@@ -16,6 +16,7 @@ from activities import (
     DeliveryActivities,
     ErasureActivities,
     JourneyActivities,
+    RetentionActivities,
 )
 from clarion.channels import Provider, build_providers
 from clarion.config import Settings
@@ -24,6 +25,7 @@ from clarion.models import Channel
 from clarion.policy.approval import load_policy
 from clarion.store import Store
 from clarion.temporal import connect, ensure_search_attributes
+from workers.schedules import ensure_retention_schedule
 from workflows import ALL_WORKFLOWS
 
 log = get_logger(__name__)
@@ -42,6 +44,7 @@ def build_worker(
     broadcasts = BroadcastActivities(store, providers, settings)
     approvals = ApprovalActivities(store, providers, settings)
     erasure = ErasureActivities(store)
+    retention = RetentionActivities(store, settings.outbox_dir)
     activities: Sequence[Callable[..., Any]] = [
         acts.prepare_delivery,
         acts.send_message,
@@ -66,6 +69,7 @@ def build_worker(
         erasure.wait_for_journeys,
         erasure.erase_customer_data,
         erasure.close_erasure,
+        retention.purge_expired,
     ]
     return Worker(
         client,
@@ -98,6 +102,10 @@ async def run_worker(
         else:
             if added:
                 log.info("search attributes registered", names=added)
+        try:
+            await ensure_retention_schedule(client, settings)
+        except Exception as exc:  # e.g. no permission: purge by hand (clarion retention run)
+            log.warning("could not create or update the retention schedule", error=str(exc))
         worker = build_worker(client, settings, store, providers)
         log.info(
             "worker started",

@@ -5,6 +5,7 @@ from workflows.crisis import BroadcastShardWorkflow, CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
 from workflows.erasure import ErasureWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.retention import RetentionWorkflow
 
 ALL_WORKFLOWS = [
     DeliverMessageWorkflow,
@@ -13,6 +14,7 @@ ALL_WORKFLOWS = [
     BroadcastShardWorkflow,
     ApprovalGateWorkflow,
     ErasureWorkflow,
+    RetentionWorkflow,
 ]
 
 __all__ = [
@@ -23,4 +25,5 @@ __all__ = [
     "DeliverMessageWorkflow",
     "ErasureWorkflow",
     "JourneyWorkflow",
+    "RetentionWorkflow",
 ]
