@@ -287,3 +287,9 @@ def test_the_first_full_cap_decides() -> None:
     assert not channel_cap.applies(Purpose.MARKETING, Channel.EMAIL)
     assert not channel_cap.applies(Purpose.SERVICE, Channel.SMS)
     assert channel_cap.counted_channels() == [Channel.SMS]
+
+
+def test_the_example_rules_file_loads() -> None:
+    policy = load_compliance(Path(__file__).parents[2] / "examples" / "compliance.yaml")
+    assert policy.jurisdictions["US"].overrides("crisis")
+    assert len(policy.jurisdictions["EU"].caps) == 2
