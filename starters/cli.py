@@ -450,7 +450,12 @@ def customers_show(
 
 
 def _consent(
-    customer_id: str, channel: Channel, purpose: Purpose, status: ConsentStatus, source: str
+    customer_id: str,
+    channel: Channel,
+    purpose: Purpose,
+    status: ConsentStatus,
+    source: str,
+    jurisdiction: str | None = None,
 ) -> None:
     s = settings()
 
@@ -464,6 +469,7 @@ def _consent(
                 purpose=purpose,
                 status=status,
                 source=source,
+                jurisdiction=jurisdiction,
             )
             await repo.append_audit(
                 session,
@@ -472,7 +478,11 @@ def _consent(
                 channel=channel,
                 reason=status.value,
                 actor=source,
-                detail={"purpose": purpose.value, "source": source},
+                detail={
+                    "purpose": purpose.value,
+                    "source": source,
+                    **({"jurisdiction": jurisdiction} if jurisdiction else {}),
+                },
             )
 
     run(with_store(s, main))
@@ -482,22 +492,34 @@ def _consent(
 ChannelOpt = Annotated[Channel, typer.Option("--channel", case_sensitive=False)]
 PurposeOpt = Annotated[Purpose, typer.Option("--purpose", case_sensitive=False)]
 SourceOpt = Annotated[str, typer.Option("--source", help="Where the consent came from.")]
+JurisdictionOpt = Annotated[
+    str | None,
+    typer.Option("--jurisdiction", help="Where it was given (default: the customer's)"),
+]
 
 
 @consent_app.command("grant")
 def consent_grant(
-    customer_id: str, channel: ChannelOpt, purpose: PurposeOpt, source: SourceOpt = "cli"
+    customer_id: str,
+    channel: ChannelOpt,
+    purpose: PurposeOpt,
+    source: SourceOpt = "cli",
+    jurisdiction: JurisdictionOpt = None,
 ) -> None:
     """Record an opt-in."""
-    _consent(customer_id, channel, purpose, ConsentStatus.GRANTED, source)
+    _consent(customer_id, channel, purpose, ConsentStatus.GRANTED, source, jurisdiction)
 
 
 @consent_app.command("revoke")
 def consent_revoke(
-    customer_id: str, channel: ChannelOpt, purpose: PurposeOpt, source: SourceOpt = "cli"
+    customer_id: str,
+    channel: ChannelOpt,
+    purpose: PurposeOpt,
+    source: SourceOpt = "cli",
+    jurisdiction: JurisdictionOpt = None,
 ) -> None:
     """Record an opt-out."""
-    _consent(customer_id, channel, purpose, ConsentStatus.REVOKED, source)
+    _consent(customer_id, channel, purpose, ConsentStatus.REVOKED, source, jurisdiction)
 
 
 # ------------------------------------------------------------------ templates

@@ -179,6 +179,10 @@ async def record_consent(
     jurisdiction: str | None = None,
     at: datetime | None = None,
 ) -> ConsentRecord:
+    """Append to the ledger; the jurisdiction defaults to the customer's (attribute)."""
+    if jurisdiction is None:
+        found = (customer.attributes or {}).get("jurisdiction")
+        jurisdiction = str(found)[:16] if found else None
     record = ConsentRecord(
         customer_id=customer.id,
         channel=channel.value,

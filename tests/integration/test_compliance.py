@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from clarion.inbound import handle_inbound_sms
@@ -13,6 +14,7 @@ from clarion.journeys.models import JourneyRunStatus
 from clarion.models import AuditKind, Channel, ConsentStatus, OutcomeStatus, Purpose
 from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
+from clarion.store.tables import ConsentRecord, Customer
 from tests.conftest import ROOT, Stack, add_customer, make_settings, running_stack, unique_phone
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.processes import run_cli, wait_until
@@ -145,3 +147,35 @@ async def test_a_bad_rules_file_is_refused_at_start(
     assert result.code == 2, result
     assert "CLARION_COMPLIANCE_FILE" in result.stderr and "'8am'" in result.stderr
     assert "jurisdictions.US.quiet_hours.0.allowed" in result.stderr
+
+
+async def test_the_ledger_records_where_consent_was_given(stack: Stack) -> None:
+    phone = unique_phone()
+    customer = await add_customer(stack.store, phone=phone, attributes={"jurisdiction": "US"})
+    await handle_inbound_sms(stack.store, stack.settings, phone, "STOP")
+    granted = await run_cli(
+        stack.settings,
+        "consent",
+        "grant",
+        customer.external_id,
+        "--channel",
+        "email",
+        "--purpose",
+        "marketing",
+        "--source",
+        "web-form",
+        "--jurisdiction",
+        "EU",
+    )
+    assert granted.code == 0, granted
+    async with stack.store.session() as session:
+        rows = (
+            await session.execute(
+                select(ConsentRecord.channel, ConsentRecord.source, ConsentRecord.jurisdiction)
+                .join(Customer, Customer.id == ConsentRecord.customer_id)
+                .where(Customer.external_id == customer.external_id)
+                .order_by(ConsentRecord.id)
+            )
+        ).all()
+    assert {(c, j) for c, _, j in rows} == {("sms", "US"), ("email", "EU")}
+    assert rows[-1][1] == "web-form"
