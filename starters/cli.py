@@ -135,10 +135,13 @@ async def with_store(s: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 async def temporal_client(s: Settings) -> Any:
+    from clarion.codec import PayloadKeyConfigError
     from clarion.temporal import connect
 
     try:
         return await connect(s)
+    except PayloadKeyConfigError as exc:  # a hand-edited <home>/payload.key
+        raise Fail(f"invalid configuration: {exc}", 2) from exc
     except Exception as exc:
         raise Fail(
             f"cannot reach Temporal at {s.temporal_address} "
@@ -174,6 +177,12 @@ def dev(
         bool, typer.Option("--demo", help="Seed examples and send a few messages.")
     ] = False,
     ui_port: Annotated[int, typer.Option(help="Port of the Temporal Web UI.")] = 8233,
+    codec_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port of the codec server that decrypts for the UI (0: none)."
+        ),
+    ] = 8081,
     examples: Annotated[Path | None, typer.Option(help="Examples folder for --demo.")] = None,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo has run.")] = False,
 ) -> None:
@@ -181,7 +190,16 @@ def dev(
     from starters.dev import run_dev
 
     s = settings()
-    run(run_dev(s, demo=demo, ui_port=ui_port, examples=examples, exit_after_demo=exit_after_demo))
+    run(
+        run_dev(
+            s,
+            demo=demo,
+            ui_port=ui_port,
+            codec_port=codec_port,
+            examples=examples,
+            exit_after_demo=exit_after_demo,
+        )
+    )
 
 
 @app.command()
