@@ -1,7 +1,8 @@
 """No personal data in what Temporal stores: the raw histories, fetched from the server as
 it keeps them (protobuf, nothing decoded), never contain a customer's email address, phone
 number, name or the text of a message sent to them, while the same histories decoded with
-Clarion's converter still read back, so the data is there, encrypted."""
+Clarion's converter still read back, so the data is there, encrypted. Decrypted, the
+payloads carry ids, not contact data or message texts."""
 
 from __future__ import annotations
 
@@ -171,6 +172,10 @@ async def test_histories_hold_no_personal_data_only_encrypted_payloads(stack: St
             assert customer.external_id.encode() not in raw
 
     assert customer.external_id.encode() in decoded_text
+    # Decrypted, the payloads still carry ids rather than contact data or texts: only the
+    # provider's error quotes the number, and the template variables are the caller's.
+    for what in ("email", "first name", "last name", "subject", "body"):
+        assert secrets[what].encode() not in decoded_text, what
     # The refused SMS (once for the message, once for the journey's second send): its
     # failure message quoted the number, and it is encrypted like every payload.
     assert encoded_failures == 2
