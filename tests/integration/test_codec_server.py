@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import signal
 import sys
@@ -20,7 +21,7 @@ from clarion.codec import KeyRing, keyring_for
 from clarion.config import Settings
 from clarion.temporal import EncryptionCodec
 from starters.codec_server import bound_port, build_codec_app, start_codec_server
-from tests.support.processes import clean_environ
+from tests.support.processes import clean_environ, run_cli
 
 K1 = bytes(range(32))
 UI = "http://localhost:8233"
@@ -157,3 +158,28 @@ async def test_clarion_codec_server_command(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_keys_generate_and_show_commands(tmp_path: Path) -> None:
+    def settings(**values: str) -> Settings:
+        return Settings(_env_file=None, home=tmp_path, **values)  # type: ignore[call-arg]
+
+    generated = await run_cli(settings(), "keys", "generate", "--id", "k2027")
+    assert generated.code == 0, generated
+    line = generated.stdout.strip()
+    assert line.startswith("k2027:") and len(base64.b64decode(line.split(":", 1)[1])) == 32
+    keys = f"{line},k1:{base64.b64encode(K1).decode()}"
+    configured = settings(payload_keys=keys, payload_key_id="k1")
+    shown = await run_cli(configured, "keys", "show", "--json")
+    assert shown.code == 0, shown
+    assert json.loads(shown.stdout) == {
+        "active": "k1",
+        "ids": ["k2027", "k1"],
+        "source": "CLARION_PAYLOAD_KEYS",
+    }
+    assert line.split(":", 1)[1] not in shown.stdout + shown.stderr
+    assert not (tmp_path / "payload.key").exists()  # configured keys: no local key file
+
+    local = await run_cli(settings(), "keys", "show", "--json")
+    assert json.loads(local.stdout)["source"] == str(tmp_path / "payload.key")
+    assert (tmp_path / "payload.key").exists()
