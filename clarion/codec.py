@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import re
 import secrets
@@ -179,8 +178,13 @@ def load_or_create_local_keys(home: Path) -> dict[str, bytes]:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(generate_key_line(f"local-{secrets.token_hex(4)}") + "\n")
-            with contextlib.suppress(FileExistsError):  # another process was first
+            try:
                 os.link(aside, path)
+            except FileExistsError:  # another process was first: use its key
+                pass
+            except OSError:  # a filesystem without hard links
+                if not path.exists():
+                    os.replace(aside, path)
         finally:
             aside.unlink(missing_ok=True)
     return parse_keys(path.read_text(), setting=str(path))
