@@ -16,7 +16,12 @@ class Settings(BaseSettings):
     """Configuration read from ``CLARION_*`` environment variables (or a ``.env`` file)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CLARION_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="CLARION_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Errors name the setting, never echo its value: some values are keys and secrets.
+        hide_input_in_errors=True,
     )
 
     # Where the embedded defaults keep their files (SQLite store, Temporal dev DB, outbox).
@@ -26,6 +31,13 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "clarion"
+    # Payload encryption (clarion/codec.py): "id:base64,id:base64", 32-byte AES keys; the
+    # active one seals new payloads (default: the first listed), every listed one opens.
+    # Empty: a local key in <home>/payload.key (development only).
+    payload_keys: SecretStr = SecretStr("")
+    payload_key_id: str = ""
+    # `clarion codec-server`: the bearer token the Temporal UI or CLI must send (empty: none).
+    codec_server_token: SecretStr = SecretStr("")
 
     # Clarion's own store. Default: a SQLite file under ``home``.
     database_url: str = ""
@@ -98,6 +110,11 @@ class Settings(BaseSettings):
     def _strip(cls, value: str) -> str:
         return value.strip()
 
+    @field_validator("payload_key_id")
+    @classmethod
+    def _strip_key_id(cls, value: str) -> str:
+        return value.strip()
+
     @field_validator("failpoints")
     @classmethod
     def _failpoints(cls, value: str) -> str:
@@ -116,7 +133,17 @@ class Settings(BaseSettings):
             )
         if self.smtp_starttls and self.smtp_use_tls:
             raise ValueError("CLARION_SMTP_STARTTLS and CLARION_SMTP_USE_TLS exclude each other")
+        self._check_payload_keys()
         return self
+
+    def _check_payload_keys(self) -> None:
+        from clarion.codec import KEY_ID_SETTING, KEYS_SETTING, KeyRing, parse_keys
+
+        spec = self.payload_keys.get_secret_value()
+        if spec.strip():
+            KeyRing(parse_keys(spec), self.payload_key_id or None)  # raises ValueError
+        elif self.payload_key_id:
+            raise ValueError(f"{KEY_ID_SETTING} is set but {KEYS_SETTING} is empty")
 
     @property
     def outbox_dir(self) -> Path:

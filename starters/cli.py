@@ -76,6 +76,11 @@ approvals_app = typer.Typer(
 )
 app.add_typer(operators_app, name="operators")
 app.add_typer(approvals_app, name="approvals")
+keys_app = typer.Typer(
+    help="Keys that encrypt what Clarion writes to Temporal (CLARION_PAYLOAD_KEYS).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -141,10 +146,13 @@ async def with_store(s: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 async def temporal_client(s: Settings) -> Any:
+    from clarion.codec import PayloadKeyConfigError
     from clarion.temporal import connect
 
     try:
         return await connect(s)
+    except PayloadKeyConfigError as exc:  # a hand-edited <home>/payload.key
+        raise Fail(f"invalid configuration: {exc}", 2) from exc
     except Exception as exc:
         raise Fail(
             f"cannot reach Temporal at {s.temporal_address} "
@@ -180,6 +188,12 @@ def dev(
         bool, typer.Option("--demo", help="Seed examples and send a few messages.")
     ] = False,
     ui_port: Annotated[int, typer.Option(help="Port of the Temporal Web UI.")] = 8233,
+    codec_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port of the codec server that decrypts for the UI (0: none)."
+        ),
+    ] = 8081,
     examples: Annotated[Path | None, typer.Option(help="Examples folder for --demo.")] = None,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo has run.")] = False,
 ) -> None:
@@ -187,7 +201,16 @@ def dev(
     from starters.dev import run_dev
 
     s = settings()
-    run(run_dev(s, demo=demo, ui_port=ui_port, examples=examples, exit_after_demo=exit_after_demo))
+    run(
+        run_dev(
+            s,
+            demo=demo,
+            ui_port=ui_port,
+            codec_port=codec_port,
+            examples=examples,
+            exit_after_demo=exit_after_demo,
+        )
+    )
 
 
 @app.command()
@@ -204,6 +227,114 @@ def demo(
         await run_demo(s, client, examples=examples, console=out)
 
     run(main())
+
+
+@app.command("codec-server")
+def codec_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8081,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--origin",
+            help="Temporal UI origin allowed to call it (repeatable). "
+            "Default: http://localhost:8233",
+        ),
+    ] = None,
+) -> None:
+    """Decrypt payloads for the Temporal UI and CLI (Temporal's remote codec protocol).
+
+    Anyone who reaches it can decrypt what it is sent: keep it on loopback, or behind
+    authentication (CLARION_CODEC_SERVER_TOKEN, your proxy)."""
+    from clarion.codec import PayloadKeyConfigError, keyring_for
+    from clarion.temporal import EncryptionCodec
+    from starters.codec_server import DEFAULT_ORIGIN, serve_codec
+
+    s = settings()
+    origins = origin or [DEFAULT_ORIGIN]
+    token = s.codec_server_token.get_secret_value()
+    try:
+        keyring = keyring_for(s)
+    except (PayloadKeyConfigError, OSError) as exc:
+        raise Fail(f"invalid configuration: {exc}", 2) from exc
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"[yellow]warning:[/yellow] listening on {host} without CLARION_CODEC_SERVER_TOKEN: "
+            "anyone who reaches it can decrypt payloads",
+            highlight=False,
+        )
+
+    def ready(bound: int) -> None:
+        err.print(
+            f"codec server on http://{host}:{bound} for {', '.join(origins)} "
+            f"(keys {', '.join(keyring.ids)}, active {keyring.active_id}; "
+            f"token {'required' if token else 'not required'}). Ctrl-C stops it.",
+            highlight=False,
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve_codec(
+                EncryptionCodec(keyring),
+                host=host,
+                port=port,
+                origins=origins,
+                token=token,
+                stop=stop,
+                ready=ready,
+            )
+        except OSError as exc:
+            raise Fail(f"cannot listen on {host}:{port}: {exc}") from exc
+
+    run(main())
+
+
+@keys_app.command("generate")
+def keys_generate(
+    key_id: Annotated[
+        str | None, typer.Option("--id", help="Key id. Default: k<yyyymmdd>-<random>")
+    ] = None,
+) -> None:
+    """Print a new key entry (id:base64) for CLARION_PAYLOAD_KEYS."""
+    from clarion.codec import PayloadKeyConfigError, generate_key_line
+
+    try:
+        line = generate_key_line(key_id)
+    except PayloadKeyConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--id") from exc
+    sys.stdout.write(line + "\n")
+    err.print(
+        "Put it first in CLARION_PAYLOAD_KEYS (it becomes the active key) and keep the old "
+        "keys listed after it, so histories written with them still decrypt.",
+        highlight=False,
+    )
+
+
+@keys_app.command("show")
+def keys_show(as_json: JsonOpt = False) -> None:
+    """The configured key ids and the active one (never the keys themselves)."""
+    from clarion.codec import PayloadKeyConfigError, keyring_for, local_key_path
+
+    s = settings()
+    try:
+        keyring = keyring_for(s)
+    except (PayloadKeyConfigError, OSError) as exc:
+        raise Fail(f"invalid configuration: {exc}", 2) from exc
+    source = (
+        "CLARION_PAYLOAD_KEYS"
+        if s.payload_keys.get_secret_value().strip()
+        else str(local_key_path(s.home))
+    )
+    if as_json:
+        print_json({"active": keyring.active_id, "ids": keyring.ids, "source": source})
+        return
+    out.print(f"active: {keyring.active_id}", highlight=False)
+    out.print(f"keys:   {', '.join(keyring.ids)}", highlight=False)
+    out.print(f"from:   {source}", highlight=False)
 
 
 @db_app.command("upgrade")

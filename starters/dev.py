@@ -9,9 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
+from aiohttp import web
 from rich.console import Console
 from temporalio.client import Client
 
+from clarion.codec import PayloadKeyConfigError, keyring_for
 from clarion.config import Settings
 from clarion.logging import get_logger
 from clarion.store import Store
@@ -44,7 +46,9 @@ def split_address(address: str) -> tuple[str, int]:
     return ("127.0.0.1" if host == "localhost" else host), int(port)
 
 
-async def start_temporal(settings: Settings, ui_port: int) -> asyncio.subprocess.Process:
+async def start_temporal(
+    settings: Settings, ui_port: int, *, codec_endpoint: str | None = None
+) -> asyncio.subprocess.Process:
     settings.home.mkdir(parents=True, exist_ok=True)
     host, port = split_address(settings.temporal_address)
     with contextlib.suppress(OSError):
@@ -61,11 +65,38 @@ async def start_temporal(settings: Settings, ui_port: int) -> asyncio.subprocess
         "--namespace", settings.temporal_namespace,
         "--log-level", "warn",
     ]  # fmt: skip
+    if codec_endpoint:
+        args += ["--ui-codec-endpoint", codec_endpoint]
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=log_file, stderr=log_file, start_new_session=True
     )
     log_file.close()
     return proc
+
+
+async def start_dev_codec_server(
+    settings: Settings, port: int, ui_port: int
+) -> tuple[web.AppRunner, str] | None:
+    """The codec server on loopback for the dev server's UI, so it shows payloads in the
+    clear; None (and a warning) when the port is taken."""
+    from clarion.temporal import EncryptionCodec
+    from starters.codec_server import bound_port, build_codec_app, start_codec_server
+
+    app = build_codec_app(
+        EncryptionCodec(keyring_for(settings)),
+        origins=[f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}"],
+        token=settings.codec_server_token.get_secret_value(),
+    )
+    try:
+        runner = await start_codec_server(app, "127.0.0.1", port)
+    except OSError as exc:
+        console.print(
+            f"[yellow]warning:[/yellow] no codec server on port {port} ({exc.strerror}): "
+            "the Temporal UI will show payloads encrypted; see `clarion codec-server`",
+            highlight=False,
+        )
+        return None
+    return runner, f"http://localhost:{bound_port(runner)}"
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace: float = 15) -> None:
@@ -105,6 +136,7 @@ async def run_dev(
     *,
     demo: bool = False,
     ui_port: int = 8233,
+    codec_port: int = 8081,
     examples: Path | None = None,
     exit_after_demo: bool = False,
 ) -> None:
@@ -112,10 +144,20 @@ async def run_dev(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        keyring_for(settings)  # creates <home>/payload.key on the first run
+    except PayloadKeyConfigError as exc:
+        raise DevError(str(exc)) from exc
     console.print(
         f"starting the Temporal dev server (state in {settings.home / 'temporal.db'}) ..."
     )
-    proc = await start_temporal(settings, ui_port)
+    codec = await start_dev_codec_server(settings, codec_port, ui_port) if codec_port else None
+    try:
+        proc = await start_temporal(settings, ui_port, codec_endpoint=codec and codec[1])
+    except BaseException:
+        if codec is not None:
+            await codec[0].cleanup()
+        raise
     worker_task: asyncio.Task[None] | None = None
     try:
         store = Store(settings.database_url)
@@ -135,6 +177,7 @@ async def run_dev(
             f"  Temporal      {settings.temporal_address} "
             f"(namespace {settings.temporal_namespace})\n"
             f"  Temporal UI   http://localhost:{ui_port}\n"
+            f"  codec server  {codec[1] if codec else 'none: the UI shows payloads encrypted'}\n"
             f"  store         {settings.database_url}\n"
             f"  email         {email or f'local outbox {settings.outbox_dir}/'}\n"
             f"  sms           {sms or f'local outbox {settings.outbox_dir}/'}\n"
@@ -159,4 +202,6 @@ async def run_dev(
             with contextlib.suppress(Exception):
                 await worker_task
         await stop_process(proc)
+        if codec is not None:
+            await codec[0].cleanup()
         console.print("stopped.")

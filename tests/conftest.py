@@ -4,6 +4,7 @@ and Clarion's store on SQLite (always) and PostgreSQL (when CLARION_TEST_POSTGRE
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from clarion.channels import build_providers
@@ -26,7 +28,7 @@ from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
 from clarion.templates import load_template_dir
-from clarion.temporal import DATA_CONVERTER, ensure_search_attributes
+from clarion.temporal import data_converter_for, ensure_search_attributes
 from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
 from tests.support.fake_twilio import FakeTwilio
@@ -35,6 +37,15 @@ from workers.main import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES_URL", "")
+# The payload key of the test run: the session's client and every worker or CLI process a
+# test starts (make_settings) encrypt and decrypt with it.
+TEST_PAYLOAD_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()
+
+
+def encrypting_converter() -> DataConverter:
+    """Clarion's data converter with the test run's key."""
+    settings = Settings(_env_file=None, payload_keys=TEST_PAYLOAD_KEYS)  # type: ignore[call-arg]
+    return data_converter_for(settings)
 
 
 # -- the interpreter may crash at exit in the SDK's native threads once all work is done;
@@ -62,7 +73,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=DATA_CONVERTER,
+        data_converter=encrypting_converter(),
         dev_server_log_level="error",
     )
     await ensure_search_attributes(env.client, "default")
@@ -207,7 +218,7 @@ def make_settings(
         twilio_base_url=twilio.base_url,
         twilio_timeout=5,
         ack_secret="test-ack-secret",
-        **extra,
+        **{"payload_keys": TEST_PAYLOAD_KEYS, **extra},  # type: ignore[arg-type]
     )
 
 

@@ -21,8 +21,35 @@ async def _port_open(port: int) -> bool:
     return True
 
 
+async def _codec_server_decrypts_for_the_ui(home: Path, codec_port: int, ui_port: int) -> None:
+    """The dev server's UI is pointed at a codec server that holds the home's key."""
+    import aiohttp
+    from google.protobuf import json_format
+    from temporalio.api.common.v1 import Payload, Payloads
+
+    from clarion.codec import keyring_for
+    from clarion.config import Settings
+    from clarion.temporal import EncryptionCodec
+
+    codec = EncryptionCodec(keyring_for(Settings(_env_file=None, home=home)))  # type: ignore[call-arg]
+    sealed = await codec.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"hi"')])
+    ui = f"http://localhost:{ui_port}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{codec_port}/decode",
+            data=json_format.MessageToJson(Payloads(payloads=sealed)),
+            headers={"Origin": ui, "Content-Type": "application/json"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        assert r.headers["Access-Control-Allow-Origin"] == ui
+        [back] = json_format.Parse(await r.text(), Payloads()).payloads
+    assert back.data == b'"hi"'
+
+
 async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port, ui_port = free_port(), free_port()
+    port, ui_port, codec_port = free_port(), free_port(), free_port()
     env = {
         **clean_environ(),
         "CLARION_HOME": str(tmp_path / ".clarion"),
@@ -37,6 +64,8 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
         "--demo",
         "--ui-port",
         str(ui_port),
+        "--codec-port",
+        str(codec_port),
         env=env,
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
@@ -56,6 +85,7 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
                 if "Where to look" in line:
                     break
         assert await _port_open(port)
+        await _codec_server_decrypts_for_the_ui(tmp_path / ".clarion", codec_port, ui_port)
         proc.send_signal(signal.SIGINT)
         rest, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
@@ -66,6 +96,7 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     assert proc.returncode == 0, err.decode()[-3000:]
     assert "stopped." in err.decode()
     assert not await _port_open(port)  # the dev server went down with it
+    assert not await _port_open(codec_port)
     for line in ("welcome", "delivered", "suppressed", "failed"):
         assert line in text
     home = tmp_path / ".clarion"

@@ -25,10 +25,17 @@ from clarion.journeys.models import JourneyRunStatus
 from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
 from clarion.templates import load_template_dir
-from clarion.temporal import DATA_CONVERTER, ensure_search_attributes
+from clarion.temporal import ensure_search_attributes
 from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
-from tests.conftest import ROOT, add_customer, make_settings, uid, unique_phone
+from tests.conftest import (
+    ROOT,
+    add_customer,
+    encrypting_converter,
+    make_settings,
+    uid,
+    unique_phone,
+)
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.smtp_server import SmtpServer
 from workers.main import build_worker
@@ -63,7 +70,7 @@ async def examples(
             "--dynamic-config-value",
             "frontend.WorkflowTimeSkippingEnabled=true",
         ],
-        data_converter=DATA_CONVERTER,
+        data_converter=encrypting_converter(),
         dev_server_log_level="error",
     )
     await ensure_search_attributes(env.client, "default")

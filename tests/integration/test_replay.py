@@ -18,8 +18,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from clarion.temporal import DATA_CONVERTER
-from tests.conftest import Stack, add_customer, unique_phone
+from tests.conftest import Stack, add_customer, encrypting_converter, unique_phone
 from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parent.parent / "data" / "histories"
@@ -27,7 +26,9 @@ RECORD = os.environ.get("CLARION_RECORD_HISTORIES") == "1"
 
 
 def _replayer() -> Replayer:
-    return Replayer(workflows=ALL_WORKFLOWS, data_converter=DATA_CONVERTER)
+    """Clarion's own (encrypting) converter: the recorded histories predate payload
+    encryption, and its codec passes unencrypted payloads through."""
+    return Replayer(workflows=ALL_WORKFLOWS, data_converter=encrypting_converter())
 
 
 def _load(path: Path) -> WorkflowHistory:

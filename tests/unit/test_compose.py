@@ -186,6 +186,16 @@ def test_worker_waits_for_migrations(compose: dict[str, Any]) -> None:
     assert environment_of(worker)["CLARION_AUTO_MIGRATE"] == "false"
 
 
+def test_clarion_services_share_their_payload_keys(compose: dict[str, Any]) -> None:
+    """Every replica must open what another encrypted: the keys come from the host, or
+    from the local key file in one shared CLARION_HOME volume."""
+    for name, service in clarion_services(compose).items():
+        env = environment_of(service)
+        assert env["CLARION_PAYLOAD_KEYS"] == "${CLARION_PAYLOAD_KEYS:-}", name
+        assert "clarion-home:/var/lib/clarion" in service.get("volumes", []), name
+    assert "clarion-home" in compose["volumes"]
+
+
 _BROKEN = """
 x-env: &env
   CLARION_TEMPORAL_ADDRESS: temporal:7233
