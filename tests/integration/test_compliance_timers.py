@@ -18,10 +18,16 @@ from clarion.channels import build_providers
 from clarion.models import AuditKind, Channel, ConsentStatus, OutcomeStatus, Purpose
 from clarion.store import Store, repo
 from clarion.templates import load_template_dir
-from clarion.temporal import DATA_CONVERTER
 from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
-from tests.conftest import ROOT, add_customer, make_settings, uid, unique_phone
+from tests.conftest import (
+    ROOT,
+    add_customer,
+    encrypting_converter,
+    make_settings,
+    uid,
+    unique_phone,
+)
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.smtp_server import SmtpServer
 from workers.main import build_worker
@@ -67,7 +73,7 @@ async def timed(
             "--dynamic-config-value",
             "frontend.WorkflowTimeSkippingEnabled=true",
         ],
-        data_converter=DATA_CONVERTER,
+        data_converter=encrypting_converter(),
         dev_server_log_level="error",
     )
     settings = make_settings(
