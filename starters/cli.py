@@ -202,10 +202,16 @@ def db_upgrade() -> None:
     """Apply the store's migrations (Alembic) up to the latest."""
     s = settings()
 
-    async def main(store: Store) -> None:
-        await store.migrate()
+    async def main(store: Store) -> int:
+        from clarion.store import audit as chain
 
-    run(with_store(s.model_copy(update={"auto_migrate": False}), main))
+        await store.migrate()
+        # Events written before the audit chain existed join it now.
+        return await chain.seal_all(store)
+
+    sealed = run(with_store(s.model_copy(update={"auto_migrate": False}), main))
+    if sealed:
+        err.print(f"{sealed} earlier audit events sealed into the audit chain")
     err.print(f"store is up to date: {_safe_url(s.database_url)}")
 
 

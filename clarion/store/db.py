@@ -110,10 +110,7 @@ class Store:
             yield session
 
     async def migrate(self) -> None:
-        """Apply the migrations, then seal the audit events written before the audit
-        chain existed (nothing to do after the first time)."""
         await migrate(self.engine)
-        await audit.seal_all(self)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -472,3 +472,39 @@ async def test_export_from_the_command_line(store: Store, tmp_path: Path) -> Non
         bad = await run_cli(settings, "audit", "export", *args)
         assert bad.code == 2, bad
         assert option in bad.stderr and value in bad.stderr, bad.stderr
+
+
+async def test_db_upgrade_seals_the_events_written_before_the_chain(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from clarion.store.db import migrate
+
+    old = Store(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        await migrate(old.engine, "0004")
+        async with old.engine.begin() as conn:
+            for n in range(3):
+                await conn.execute(
+                    text(
+                        "INSERT INTO audit_events (at, kind, customer_external_id, actor, "
+                        "reason, detail) VALUES (:at, 'sent', :c, 'system', '', '{}')"
+                    ),
+                    {"at": f"2026-01-0{n + 1} 09:00:00.000000", "c": f"cust-{n}"},
+                )
+    finally:
+        await old.close()
+    settings = Settings(_env_file=None, home=tmp_path, database_url=old.url)  # type: ignore[call-arg]
+    upgraded = await run_cli(settings, "db", "upgrade")
+    assert upgraded.code == 0, upgraded
+    assert "3 earlier audit events sealed" in upgraded.stderr
+    checked = await run_cli(settings, "audit", "verify", "--json")
+    assert checked.code == 0, checked
+    report = json.loads(checked.stdout)
+    assert report["count"] == 3 and report["unsealed"] == 0
+    exported = await run_cli(settings, "audit", "export", "--since", "2026-01-02")
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(line["seq"], line["at"]) for line in lines] == [
+        (2, "2026-01-02T09:00:00.000000Z"),
+        (3, "2026-01-03T09:00:00.000000Z"),
+    ]
+    recompute(lines)

@@ -1,11 +1,11 @@
 """audit chain: seq, prev_hash and hash on audit events; the chain's head
 
-Events written before this revision are sealed by the next transaction that seals (the
-store seals right after migrating).
+Events written before this revision are sealed by `clarion db upgrade`, or else by the
+next transaction that appends an event.
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-27 10:12:05.118204
+Create Date: 2026-11-24 04:45:12.530118
 """
 
 from __future__ import annotations
