@@ -57,6 +57,7 @@ from clarion.policy.compliance import (
     quiet_window,
 )
 from clarion.store import Store, repo
+from clarion.store.audit import mark_pending
 from clarion.store.ratelimit import RateLimiter
 from clarion.store.repo import CustomerSnapshot
 from clarion.store.segments import SegmentError, compile_segment
@@ -699,7 +700,10 @@ class BroadcastActivities:
             if deliveries:
                 await session.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
             if audits:
+                # Sealed into the audit chain as this transaction commits, after the rows
+                # the conflict clause skipped are gone: no hole in the chain.
                 await session.execute(_insert_new(dialect, AuditEvent, "dedupe_key"), audits)
+                mark_pending(session)
 
 
 def _insert_new(dialect: str, table: Any, key: str) -> Any:

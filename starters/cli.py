@@ -81,6 +81,8 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer()
+app.add_typer(audit_app, name="audit")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -342,10 +344,16 @@ def db_upgrade() -> None:
     """Apply the store's migrations (Alembic) up to the latest."""
     s = settings()
 
-    async def main(store: Store) -> None:
-        await store.migrate()
+    async def main(store: Store) -> int:
+        from clarion.store import audit as chain
 
-    run(with_store(s.model_copy(update={"auto_migrate": False}), main))
+        await store.migrate()
+        # Events written before the audit chain existed join it now.
+        return await chain.seal_all(store)
+
+    sealed = run(with_store(s.model_copy(update={"auto_migrate": False}), main))
+    if sealed:
+        err.print(f"{sealed} earlier audit events sealed into the audit chain")
     err.print(f"store is up to date: {_safe_url(s.database_url)}")
 
 
@@ -903,14 +911,24 @@ def send(
         raise typer.Exit(code)
 
 
-@app.command()
+@audit_app.callback(invoke_without_command=True)
 def audit(
+    ctx: typer.Context,
     customer: Annotated[str | None, typer.Option("--customer", help="Customer id")] = None,
     message: Annotated[str | None, typer.Option("--message", help="Message id")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100000)] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
-    """The audit trail of a customer or a message, oldest first."""
+    """The audit trail of a customer or a message, oldest first; verify or export the chain.
+
+    `clarion audit --customer ID` or `--message ID` lists events; `verify` and `export`
+    work on the whole hash-chained trail."""
+    if ctx.invoked_subcommand is not None:
+        if customer is not None or message is not None:
+            raise typer.BadParameter(
+                f"not with `audit {ctx.invoked_subcommand}`", param_hint="--customer/--message"
+            )
+        return
     if customer is None and message is None:
         raise typer.BadParameter("give --customer or --message", param_hint="--customer")
     s = settings()
@@ -945,6 +963,132 @@ def audit(
             r["at"][:19], r["kind"], r["message_id"] or "", r["channel"] or "", r["reason"]
         )
     out.print(table)
+
+
+def _when(option: str, value: str) -> datetime:
+    """An ISO-8601 date or time from the command line; UTC when it has no offset."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise Fail(f"{option}: {value!r}: use an ISO-8601 date or time", 2) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def _anchor(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    digest = digest.strip().lower()
+    if (
+        not seq.strip().isdigit()
+        or len(digest) != 64
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise Fail(f"--anchor: {value!r}: use SEQ:HASH (a seq and a 64-digit hex hash)", 2)
+    return int(seq), digest
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--anchor",
+            help="SEQ:HASH of an event recorded earlier (from verify or an export) that "
+            "must still be in the chain; repeatable",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute every hash of the audit chain (exit 1 when it is broken).
+
+    Exit 0 when the chain is intact; 1 at the first changed, deleted, inserted or
+    reordered event, which it names. Events not sealed after a minute are warned about."""
+    from clarion.store import audit as chain
+
+    anchors = dict(_anchor(a) for a in anchor or [])
+    s = settings()
+    result = run(with_store(s, lambda store: chain.verify(store, anchors=anchors)))
+    if as_json:
+        print_json(result.as_json())
+    else:
+        for warning in result.warnings:
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        if result.problem is None:
+            out.print(
+                f"audit chain OK: {result.count} events, head seq {result.head_seq} "
+                f"hash {result.head_hash}",
+                highlight=False,
+            )
+        else:
+            err.print(
+                f"[red]audit chain broken[/red] ({result.problem.kind}): "
+                f"{result.problem.message}; {result.count} events verified before it",
+                highlight=False,
+            )
+    if result.problem is not None:
+        raise typer.Exit(1)
+
+
+class ExportFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str, typer.Option("--since", help="ISO-8601 date or time (UTC when no offset)")
+    ],
+    until: Annotated[
+        str | None, typer.Option("--until", help="ISO-8601 date or time, exclusive")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="File to write (default: standard output)")
+    ] = None,
+) -> None:
+    """The audit chain from --since to --until, as JSON lines or CSV, for regulators.
+
+    Events in seq order with their hashes, so the export can be verified without Clarion
+    (docs/compliance.md has the recipe)."""
+    import csv
+
+    from clarion.audit import canonical_json
+    from clarion.store import audit as chain
+
+    start = _when("--since", since)
+    end = _when("--until", until) if until is not None else None
+    if end is not None and end <= start:
+        raise Fail(f"--until: {until!r} is not after --since {since!r}", 2)
+    try:
+        kind = ExportFormat(fmt.lower())
+    except ValueError as exc:
+        raise Fail(f"--format: {fmt!r}: use jsonl or csv", 2) from exc
+    s = settings()
+
+    async def main(store: Store, sink: Any) -> int:
+        writer = csv.writer(sink, lineterminator="\n") if kind is ExportFormat.CSV else None
+        if writer is not None:
+            writer.writerow(chain.EXPORT_FIELDS)
+        count = 0
+        async for row in chain.export(store, since=start, until=end):
+            if writer is not None:
+                row["detail"] = canonical_json(row["detail"])
+                writer.writerow(["" if row[f] is None else row[f] for f in chain.EXPORT_FIELDS])
+            else:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+        return count
+
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            sink: Any = sys.stdout
+        else:
+            try:
+                sink = stack.enter_context(output.open("w", encoding="utf-8", newline=""))
+            except OSError as exc:
+                raise Fail(f"--output: {str(output)!r}: {exc.strerror}", 2) from exc
+        count = run(with_store(s, lambda store: main(store, sink)))
+    err.print(f"{count} audit events exported", highlight=False)
 
 
 # ------------------------------------------------------------------ journeys

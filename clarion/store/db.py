@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
+
+from clarion.store import audit
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -77,13 +80,24 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
         await conn.run_sync(_upgrade, revision)
 
 
+class StoreSession(Session):
+    """The store's sessions: a transaction that appended audit events seals them just
+    before it commits (clarion/store/audit.py)."""
+
+
+event.listen(StoreSession, "before_commit", audit.seal_on_commit)
+event.listen(StoreSession, "after_transaction_end", audit.forget_on_end)
+
+
 class Store:
     """The engine and a session factory; repositories take sessions from it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=StoreSession
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

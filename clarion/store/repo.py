@@ -14,6 +14,7 @@ from clarion.customers import CustomerRecord
 from clarion.errors import NotFound
 from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Purpose
 from clarion.policy import ConsentFact
+from clarion.store.audit import mark_pending
 from clarion.store.tables import (
     AuditEvent,
     ConsentRecord,
@@ -363,7 +364,9 @@ async def append_audit(
     actor: str = "system",
     dedupe_key: str | None = None,
 ) -> AuditEvent | None:
-    """Append an event; with ``dedupe_key``, an event already recorded is not repeated."""
+    """Append an event; with ``dedupe_key``, an event already recorded is not repeated.
+
+    The event joins the audit chain (seq and hashes) when the transaction commits."""
     if dedupe_key is not None:
         found = (
             await session.execute(select(AuditEvent.id).where(AuditEvent.dedupe_key == dedupe_key))
@@ -383,6 +386,7 @@ async def append_audit(
     )
     session.add(event)
     await session.flush()
+    mark_pending(session)
     return event
 
 

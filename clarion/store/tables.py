@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -158,7 +159,17 @@ class AuditEvent(Base):
     """Append-only audit trail: every decision Clarion makes about a message."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_customer", "customer_external_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_customer", "customer_external_id", "id"),
+        Index("ux_audit_events_seq", "seq", unique=True),
+        # Rows not sealed yet: few at any time (a transaction's own, until it commits).
+        Index(
+            "ix_audit_events_unsealed",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -172,6 +183,22 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Set for events that must appear once per message even when an activity is retried.
     dedupe_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+    # The hash chain (clarion/audit.py), written when the appending transaction commits:
+    # position in the chain, hash of the event before, hash of this one (hex SHA-256).
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditChain(Base):
+    """The head of the audit chain: one row (id 1), the last sealed ``seq`` and its hash.
+    Sealing locks it, so events are sealed one transaction at a time."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class Journey(Base):

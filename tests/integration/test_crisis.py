@@ -14,8 +14,9 @@ from clarion.crisis.models import BroadcastProgress, BroadcastState, Tier
 from clarion.customers import CustomerRecord
 from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
+from clarion.store import audit as audit_chain
 from clarion.store import operators as operators_repo
-from clarion.store.tables import BroadcastRecipient
+from clarion.store.tables import AuditEvent, BroadcastRecipient
 from starters.sdk import BroadcastHandle, ClarionClient
 from tests.conftest import Stack, uid, unique_phone
 from tests.support.processes import wait_until
@@ -87,6 +88,22 @@ async def recipients(store: Store, broadcast_id: str) -> list[BroadcastRecipient
         return list(rows.scalars())
 
 
+async def chain_covers(store: Store, broadcast_id: str, expected: int) -> None:
+    """The broadcast's audit events (one per recipient and generation) are all sealed,
+    exactly once each, and the audit chain verifies."""
+    async with store.session() as session:
+        found = (
+            await session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).where(
+                    AuditEvent.message_id.like(f"crisis-{broadcast_id}-%")
+                )
+            )
+        ).all()
+    assert len(found) == expected and all(seq is not None and h for seq, h in found)
+    result = await audit_chain.verify(store)
+    assert result.ok and result.unsealed == 0, result
+
+
 async def test_tiers_go_in_order_and_consent_is_respected(stack: Stack) -> None:
     region = uid("r")
     critical = [
@@ -131,6 +148,7 @@ async def test_tiers_go_in_order_and_consent_is_respected(stack: Stack) -> None:
     assert stack.smtp.to(opted_out.email or "") == []
     [row] = [r for r in rows if r.customer_external_id == opted_out.external_id]
     assert row.status == "suppressed" and "opted_out" in row.reason
+    await chain_covers(stack.store, handle.broadcast_id, 13)
 
 
 async def test_malformed_contacts_are_reported_and_the_rest_delivered(stack: Stack) -> None:
@@ -296,6 +314,9 @@ async def test_worker_killed_mid_broadcast_duplicates_bounded_and_reported(
     duplicates = sum(n - 1 for n in received)
     assert duplicates == progress.possible_duplicates == 10  # exactly the chunk in flight, reported
     assert progress.by_status["sent"] == 30
+    # Written by the replacement worker's retried batch: one sealed event per recipient,
+    # no hole in the chain.
+    await chain_covers(stack.store, handle.broadcast_id, 30)
 
 
 async def test_unacknowledged_recipients_are_escalated_to_a_call(stack: Stack) -> None:
