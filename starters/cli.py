@@ -185,6 +185,36 @@ def worker() -> None:
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    openapi: Annotated[
+        bool, typer.Option("--openapi", help="Print the OpenAPI spec (JSON) and exit.")
+    ] = False,
+) -> None:
+    """Serve the HTTP API (operator tokens; see docs/api.md)."""
+    import uvicorn
+
+    from starters.api import create_app
+
+    s = settings()
+    app_ = create_app(s)
+    if openapi:
+        sys.stdout.write(json.dumps(app_.openapi(), indent=2, sort_keys=True) + "\n")
+        return
+
+    async def main() -> None:
+        client = await temporal_client(s)
+        app_.state.temporal = client
+        server = uvicorn.Server(
+            uvicorn.Config(app_, host=host, port=port, log_config=None, lifespan="on")
+        )
+        await server.serve()
+
+    run(main())
+
+
+@app.command()
 def dev(
     demo: Annotated[
         bool, typer.Option("--demo", help="Seed examples and send a few messages.")

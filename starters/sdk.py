@@ -102,6 +102,10 @@ class MessageHandle:
     async def stage(self) -> str:
         return await self._handle.query(DeliverMessageWorkflow.stage)
 
+    async def outcome(self) -> DeliveryOutcome | None:
+        """The outcome once the message is done, else None."""
+        return await self._handle.query(DeliverMessageWorkflow.outcome)
+
     async def acknowledge(self, by: str = "customer", channel: Channel | str | None = None) -> None:
         """The recipient confirmed (a reply, a click, a call taken by an agent): a message
         sent with ``acknowledge_within`` stops escalating."""
@@ -361,7 +365,17 @@ class ClarionClient:
         async with self.store.session() as session:
             row = await erasure_repo.get_request(session, request_id=request_id)
         if row is None:
-            raise NotFound("erasure request", request_id)
+            # Accepted, and its workflow has not written the tombstone yet?
+            try:
+                progress = await self.get_erasure(request_id).progress()
+            except RPCError as exc:
+                raise NotFound("erasure request", request_id) from exc
+            return {
+                "request_id": request_id,
+                "status": "running",
+                "progress": progress.model_dump(mode="json") if progress else None,
+                "receipt": {},
+            }
         return {
             "request_id": row.id,
             "customer_ref": row.customer_ref,
