@@ -226,6 +226,9 @@ def dev(
             min=0, max=65535, help="Port of the codec server that decrypts for the UI (0: none)."
         ),
     ] = 8081,
+    api_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the HTTP API on loopback (0: none).")
+    ] = 8000,
     examples: Annotated[Path | None, typer.Option(help="Examples folder for --demo.")] = None,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo has run.")] = False,
 ) -> None:
@@ -239,6 +242,7 @@ def dev(
             demo=demo,
             ui_port=ui_port,
             codec_port=codec_port,
+            api_port=api_port,
             examples=examples,
             exit_after_demo=exit_after_demo,
         )

@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from rich.console import Console
@@ -131,12 +132,47 @@ async def wait_for_temporal(
             await asyncio.sleep(0.3)
 
 
+class _EmbeddedServer:
+    """The HTTP API inside ``clarion dev``: uvicorn without its own signal handling
+    (dev's Ctrl-C stops it), on loopback."""
+
+    def __init__(self, settings: Settings, client: Any, store: Store, port: int) -> None:
+        import uvicorn
+
+        from starters.api import create_app
+
+        class Quiet(uvicorn.Server):
+            def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+                return contextlib.nullcontext()
+
+        app = create_app(settings, temporal=client, store=store)
+        self.server = Quiet(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> bool:
+        self.task = asyncio.create_task(self.server.serve())
+        for _ in range(400):  # up to 20 s
+            if self.server.started or self.task.done():
+                break
+            await asyncio.sleep(0.05)
+        return bool(self.server.started)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(BaseException):
+                await self.task
+
+
 async def run_dev(
     settings: Settings,
     *,
     demo: bool = False,
     ui_port: int = 8233,
     codec_port: int = 8081,
+    api_port: int = 8000,
     examples: Path | None = None,
     exit_after_demo: bool = False,
 ) -> None:
@@ -159,6 +195,8 @@ async def run_dev(
             await codec[0].cleanup()
         raise
     worker_task: asyncio.Task[None] | None = None
+    api: _EmbeddedServer | None = None
+    api_store: Store | None = None
     try:
         store = Store(settings.database_url)
         try:
@@ -168,6 +206,15 @@ async def run_dev(
         settings = settings.model_copy(update={"auto_migrate": False})
         client = await wait_for_temporal(settings, proc)
         worker_task = asyncio.create_task(run_worker(settings, stop=stop, client=client))
+        if api_port:
+            api_store = Store(settings.database_url)
+            api = _EmbeddedServer(settings, client, api_store, api_port)
+            if not await api.start():
+                console.print(
+                    f"[yellow]warning:[/yellow] the API could not listen on port {api_port}; "
+                    "run `clarion api --port N` separately"
+                )
+                api = None
         email = (
             f"SMTP {settings.smtp_host}:{settings.smtp_port}" if settings.email_configured else None
         )
@@ -178,6 +225,7 @@ async def run_dev(
             f"(namespace {settings.temporal_namespace})\n"
             f"  Temporal UI   http://localhost:{ui_port}\n"
             f"  codec server  {codec[1] if codec else 'none: the UI shows payloads encrypted'}\n"
+            f"  HTTP API      {f'http://127.0.0.1:{api_port}/docs' if api else 'not started'}\n"
             f"  store         {settings.database_url}\n"
             f"  email         {email or f'local outbox {settings.outbox_dir}/'}\n"
             f"  sms           {sms or f'local outbox {settings.outbox_dir}/'}\n"
@@ -198,6 +246,10 @@ async def run_dev(
         console.print("stopping ...")
     finally:
         stop.set()
+        if api is not None:
+            await api.stop()
+        if api_store is not None:
+            await api_store.close()
         if worker_task is not None:
             with contextlib.suppress(Exception):
                 await worker_task

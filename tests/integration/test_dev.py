@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from tests.support.processes import clean_environ
 from tests.support.smtp_server import free_port
 
@@ -23,7 +25,6 @@ async def _port_open(port: int) -> bool:
 
 async def _codec_server_decrypts_for_the_ui(home: Path, codec_port: int, ui_port: int) -> None:
     """The dev server's UI is pointed at a codec server that holds the home's key."""
-    import aiohttp
     from google.protobuf import json_format
     from temporalio.api.common.v1 import Payload, Payloads
 
@@ -49,7 +50,7 @@ async def _codec_server_decrypts_for_the_ui(home: Path, codec_port: int, ui_port
 
 
 async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port, ui_port, codec_port = free_port(), free_port(), free_port()
+    port, ui_port, codec_port, api_port = free_port(), free_port(), free_port(), free_port()
     env = {
         **clean_environ(),
         "CLARION_HOME": str(tmp_path / ".clarion"),
@@ -66,6 +67,8 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
         str(ui_port),
         "--codec-port",
         str(codec_port),
+        "--api-port",
+        str(api_port),
         env=env,
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
@@ -86,6 +89,11 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
                     break
         assert await _port_open(port)
         await _codec_server_decrypts_for_the_ui(tmp_path / ".clarion", codec_port, ui_port)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{api_port}/health") as health,
+        ):
+            assert health.status == 200 and await health.json() == {"status": "ok"}
         proc.send_signal(signal.SIGINT)
         rest, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
@@ -97,6 +105,7 @@ async def test_dev_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     assert "stopped." in err.decode()
     assert not await _port_open(port)  # the dev server went down with it
     assert not await _port_open(codec_port)
+    assert not await _port_open(api_port)
     for line in ("welcome", "delivered", "suppressed", "failed"):
         assert line in text
     home = tmp_path / ".clarion"
