@@ -8,7 +8,6 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from rich.console import Console
@@ -19,6 +18,7 @@ from clarion.config import Settings
 from clarion.logging import get_logger
 from clarion.store import Store
 from clarion.temporal import connect
+from starters.api.server import EmbeddedApi
 from workers.main import run_worker
 
 log = get_logger(__name__)
@@ -132,40 +132,6 @@ async def wait_for_temporal(
             await asyncio.sleep(0.3)
 
 
-class _EmbeddedServer:
-    """The HTTP API inside ``clarion dev``: uvicorn without its own signal handling
-    (dev's Ctrl-C stops it), on loopback."""
-
-    def __init__(self, settings: Settings, client: Any, store: Store, port: int) -> None:
-        import uvicorn
-
-        from starters.api import create_app
-
-        class Quiet(uvicorn.Server):
-            def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-                return contextlib.nullcontext()
-
-        app = create_app(settings, temporal=client, store=store)
-        self.server = Quiet(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-        )
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> bool:
-        self.task = asyncio.create_task(self.server.serve())
-        for _ in range(400):  # up to 20 s
-            if self.server.started or self.task.done():
-                break
-            await asyncio.sleep(0.05)
-        return bool(self.server.started)
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self.task is not None:
-            with contextlib.suppress(BaseException):
-                await self.task
-
-
 async def run_dev(
     settings: Settings,
     *,
@@ -195,7 +161,7 @@ async def run_dev(
             await codec[0].cleanup()
         raise
     worker_task: asyncio.Task[None] | None = None
-    api: _EmbeddedServer | None = None
+    api: EmbeddedApi | None = None
     api_store: Store | None = None
     try:
         store = Store(settings.database_url)
@@ -208,7 +174,7 @@ async def run_dev(
         worker_task = asyncio.create_task(run_worker(settings, stop=stop, client=client))
         if api_port:
             api_store = Store(settings.database_url)
-            api = _EmbeddedServer(settings, client, api_store, api_port)
+            api = EmbeddedApi(settings, client, api_store, api_port)
             if not await api.start():
                 console.print(
                     f"[yellow]warning:[/yellow] the API could not listen on port {api_port}; "

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -121,6 +121,10 @@ class DecisionBody(_Body):
     reason: str = Field(default="", max_length=2000)
 
 
+class RejectBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="Why")
+
+
 class LaunchBody(_Body):
     title: str = Field(min_length=1, max_length=300)
     template: str = Field(min_length=1, max_length=200)
@@ -215,6 +219,21 @@ def _install_errors(app: FastAPI) -> None:
             422,
             "invalid_field",
             f"{field or 'body'}: {first['msg']}",
+            field=field,
+            value=value if isinstance(value, str | int | float | bool) or value is None else None,
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _model(request: Request, exc: ValidationError) -> JSONResponse:
+        # A value the SDK's own models refuse (e.g. a channel listed twice).
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        value = first.get("input")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return _problem(
+            422,
+            "invalid_field",
+            f"{field or 'body'}: {message}",
             field=field,
             value=value if isinstance(value, str | int | float | bool) or value is None else None,
         )
@@ -498,10 +517,8 @@ def _install_routes(app: FastAPI) -> None:
         return {"request_id": request_id, "state": state}
 
     @app.post("/v1/approvals/{request_id}/reject", tags=["approvals"])
-    async def reject(request_id: str, body: DecisionBody, caller: Approver) -> dict[str, str]:
+    async def reject(request_id: str, body: RejectBody, caller: Approver) -> dict[str, str]:
         """Reject, with a reason."""
-        if not body.reason.strip():
-            raise ValidationFailed("reason", body.reason, "a rejection needs a reason")
         state = await caller.clarion.reject(request_id, reason=body.reason)
         return {"request_id": request_id, "state": state}
 
