@@ -5,6 +5,8 @@ its jurisdiction goes once the rolling window has room. Nothing is dropped."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -135,6 +137,10 @@ async def test_marketing_text_in_quiet_hours_waits_for_the_morning_there(timed: 
     # The send happened on the workflow's clock after the timer fired: the history has
     # the timer, and the sent event follows the deferral.
     history = await timed.client.get_workflow_handle(handle.workflow_id).fetch_history()
+    if os.environ.get("CLARION_RECORD_HISTORIES") == "1":
+        (ROOT / "tests" / "data" / "histories" / "deliver_quiet_hours.json").write_text(
+            json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        )
     timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
     assert len(timers) == 1
     kinds = [k for k, _, _ in await audit_rows(timed.store, handle.message_id)]

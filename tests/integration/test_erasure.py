@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 from sqlalchemy import select, text
 
@@ -19,7 +20,7 @@ from clarion.store.tables import (
     Delivery,
     JourneyRun,
 )
-from tests.conftest import Stack, add_customer, operator_client, unique_phone
+from tests.conftest import ROOT, Stack, add_customer, operator_client, unique_phone
 from tests.support.processes import run_cli, wait_until
 
 TABLES = (
@@ -73,6 +74,11 @@ async def test_erasure_mid_journey(stack: Stack) -> None:
         customer.external_id, reference="DSR-2026-0042", sweep_after="1s"
     )
     receipt = await asyncio.wait_for(erasure.result(), 60)
+    if os.environ.get("CLARION_RECORD_HISTORIES") == "1" and "sqlite" in stack.store.url:
+        history = await stack.client.get_workflow_handle(erasure.workflow_id).fetch_history()
+        (ROOT / "tests" / "data" / "histories" / "erasure.json").write_text(
+            json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        )
 
     # The journey ended on the erasure, and sent nothing more.
     result = await asyncio.wait_for(handle.result(), 30)

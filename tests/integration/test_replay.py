@@ -41,7 +41,9 @@ def test_histories_are_committed() -> None:
     assert names == [
         "deliver_email",
         "deliver_fallback",
+        "deliver_quiet_hours",
         "deliver_suppressed",
+        "erasure",
         "journey_onboarding",
         "journey_onboarding_converted",
         "journey_renewal",
