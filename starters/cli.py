@@ -1513,6 +1513,34 @@ def _broadcast_call(broadcast_id: str, call: Callable[[Any], Awaitable[T]]) -> T
         raise Fail(f"broadcast {broadcast_id}: {cause or exc}") from exc
 
 
+@crisis_app.command("report")
+def crisis_report(
+    broadcast_id: str,
+    fmt: Annotated[str, typer.Option("--format", help="md or json")] = "md",
+    output: Annotated[Path | None, typer.Option("--output", help="Write to this file")] = None,
+) -> None:
+    """The post-incident report of a broadcast: tier timings, channels, acknowledgements,
+    updates, suppressed recipients by reason, approvals."""
+    from clarion.crisis.report import to_markdown
+
+    if fmt not in ("md", "json"):
+        raise Fail(f"--format: {fmt!r}: use md or json", 2)
+
+    async def call(clarion: Any) -> dict[str, Any]:
+        report: dict[str, Any] = await clarion.broadcast_report(broadcast_id)
+        return report
+
+    report = _approvals_call(call)
+    text = (
+        json.dumps(report, indent=2, default=str) + "\n" if fmt == "json" else to_markdown(report)
+    )
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"report written to {output}")
+    else:
+        sys.stdout.write(text)
+
+
 @crisis_app.command("status")
 def crisis_status(broadcast_id: str, as_json: JsonOpt = False) -> None:
     """Live progress: counts by tier, channel and status, rate and ETA."""

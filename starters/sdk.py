@@ -325,6 +325,14 @@ class ClarionClient:
         )
         return MessageHandle(handle, message_id)
 
+    async def broadcast_report(self, broadcast_id: str) -> dict[str, Any]:
+        """The post-incident report of a broadcast (from the store; see docs/crisis.md)."""
+        from clarion.store.incident_report import incident_report
+
+        await self.acting_as(Role.VIEWER, Role.OPERATOR, Role.INCIDENT_MANAGER, Role.COMPLIANCE)
+        async with self.store.session() as session:
+            return await incident_report(session, broadcast_id=broadcast_id)
+
     # ---------------------------------------------------------------- erasure
 
     async def erase_customer(
