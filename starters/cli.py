@@ -50,6 +50,7 @@ app = typer.Typer(
 customers_app = typer.Typer(help="Import and inspect customers.", no_args_is_help=True)
 templates_app = typer.Typer(help="Publish and list message templates.", no_args_is_help=True)
 consent_app = typer.Typer(help="Record consent in the ledger.", no_args_is_help=True)
+report_app = typer.Typer(help="Measurement: journey funnels and A/B results.", no_args_is_help=True)
 retention_app = typer.Typer(
     help="Purge message bodies and delivery details past their retention.", no_args_is_help=True
 )
@@ -66,6 +67,7 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(consent_app, name="consent")
 app.add_typer(db_app, name="db")
 app.add_typer(retention_app, name="retention")
+app.add_typer(report_app, name="report")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 app.add_typer(crisis_app, name="crisis")
@@ -458,6 +460,68 @@ def customers_import(
         )
     if parsed.errors:
         raise typer.Exit(1)
+
+
+@report_app.command("journey")
+def report_journey(
+    journey: str,
+    version: Annotated[int | None, typer.Option("--version", min=1, help="One version")] = None,
+    alpha: Annotated[float, typer.Option(min=0.001, max=0.5, help="Significance level")] = 0.05,
+    min_per_variant: Annotated[
+        int, typer.Option(min=1, help="Customers per variant before deciding")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """A journey's funnel (customers per step, exits, conversions, time in each step) and
+    the A/B results of its splits."""
+    from clarion.store.funnels import journey_funnel
+
+    s = settings()
+
+    async def main(store: Store) -> dict[str, Any]:
+        async with store.session() as session:
+            return await journey_funnel(
+                session,
+                journey=journey,
+                version=version,
+                alpha=alpha,
+                min_per_variant=min_per_variant,
+            )
+
+    try:
+        data = run(with_store(s, main))
+    except ClarionError as exc:
+        raise Fail(str(exc), 1) from exc
+    if as_json:
+        print_json(data)
+        return
+    rate = data["conversion_rate"]
+    out.print(
+        f"[bold]{journey}[/bold]{f' v{version}' if version else ''}: {data['entered']} entered, "
+        f"{data['converted']} converted ({'-' if rate is None else f'{rate:.1%}'})",
+        highlight=False,
+    )
+    table = Table("step", "customers", "of entered", "median time in step")
+    for step in data["steps"]:
+        spent = step["median_time_in_step_s"]
+        table.add_row(
+            step["step"],
+            str(step["customers"]),
+            f"{step['share_of_entered']:.1%}",
+            "-" if spent is None else f"{spent:.1f} s",
+        )
+    out.print(table)
+    for event, count in data["exits_by_event"].items():
+        out.print(f"exited on {event}: {count}", highlight=False)
+    for test in data["ab_tests"]:
+        for variant in test["variants"]:
+            out.print(
+                f"split {test['step']} {variant['variant']}: {variant['customers']} customers, "
+                f"{variant['converted']} converted ({variant['conversion_rate']:.1%})",
+                highlight=False,
+            )
+        for c in test["comparisons"]:
+            out.print(f"  {c['variant']} vs {c['control']}: {c['explanation']}", highlight=False)
 
 
 @retention_app.command("run")
