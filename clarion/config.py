@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # by a Temporal Schedule (cron, UTC) that every worker keeps in place; 0 turns it off.
     retention_days: int = Field(default=180, ge=0, le=36_500)
     retention_cron: str = "17 3 * * *"
+    # Reports: what one message costs on each channel (your currency; an SMS segment, a
+    # call), for cost per message and per outcome.
+    price_email: float = Field(default=0.0, ge=0)
+    price_sms: float = Field(default=0.0, ge=0)
+    price_voice: float = Field(default=0.0, ge=0)
     # Signed acknowledgement links in crisis emails: the secret that signs them and the
     # public address of Clarion's API that receives the click (<base>/ack/<token>).
     ack_secret: SecretStr = SecretStr("")

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from clarion.config import Settings, get_settings
 from clarion.customers import parse_csv, parse_jsonl
-from clarion.errors import ClarionError, TemplateError
+from clarion.errors import ClarionError, TemplateError, ValidationFailed
 from clarion.logging import configure_logging
 from clarion.models import (
     AuditKind,
@@ -460,6 +460,70 @@ def customers_import(
         )
     if parsed.errors:
         raise typer.Exit(1)
+
+
+def _since(value: str, option: str) -> datetime:
+    """``7d`` / ``12h`` (that long ago) or an ISO-8601 time; Fail(2) naming the option."""
+    from clarion.policy.timing import DurationError, parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except DurationError:
+        pass
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise Fail(
+            f"{option}: {value!r}: use a duration such as 7d or 12h, or an ISO-8601 time", 2
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@report_app.command("deliveries")
+def report_deliveries(
+    since: Annotated[str, typer.Option("--since", help="7d, 12h or an ISO-8601 time")] = "7d",
+    until: Annotated[str | None, typer.Option("--until", help="Default: now")] = None,
+    by: Annotated[
+        str, typer.Option("--by", help="Comma-separated: template,version,channel,purpose,day")
+    ] = "template,channel",
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV for spreadsheets.")] = False,
+) -> None:
+    """Delivery analytics: attempted, sent, failed, suppressed (by reason), time to send
+    (median, p95) and cost, per group."""
+    from clarion.store.reports import delivery_report
+
+    s = settings()
+    start = _since(since, "--since")
+    end = _since(until, "--until") if until else datetime.now(UTC)
+    dims = [d.strip() for d in by.split(",") if d.strip()]
+    prices = {"email": s.price_email, "sms": s.price_sms, "voice": s.price_voice}
+
+    async def main(store: Store) -> list[dict[str, Any]]:
+        async with store.session() as session:
+            return await delivery_report(session, since=start, until=end, by=dims, prices=prices)
+
+    try:
+        rows = run(with_store(s, main))
+    except ValidationFailed as exc:
+        raise Fail(f"--{exc.field}: {exc.value!r}: {exc.problem}", 2) from exc
+    if as_json:
+        print_json({"since": start.isoformat(), "until": end.isoformat(), "groups": rows})
+        return
+    columns = [*dims, "attempted", "sent", "failed", "suppressed", "deferred", "sending",
+               "median_time_to_send_s", "p95_time_to_send_s", "cost", "cost_per_sent"]  # fmt: skip
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+    out.print(table)
 
 
 @report_app.command("journey")
