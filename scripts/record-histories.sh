@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CLARION_RECORD_HISTORIES=1 .venv/bin/python -m pytest -q -p no:randomly \
   tests/integration/test_replay.py::test_record_histories \
-  tests/integration/test_example_journeys.py
+  tests/integration/test_example_journeys.py \
+  tests/integration/test_webhooks.py::test_a_failed_sms_falls_back_to_the_next_channel
 ls -l tests/data/histories/

@@ -4,6 +4,7 @@ the real app, a real worker and the dev server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -24,6 +25,7 @@ from clarion.unsubscribe import UnsubscribeClaim, make_unsubscribe_token
 from starters.api import create_app
 from tests.conftest import Stack, add_customer, uid, unique_phone
 from tests.integration.test_crisis import reached
+from tests.integration.test_replay import HISTORIES, RECORD, _replayer
 from tests.support.processes import wait_until
 
 STATUS = "/webhooks/twilio/status"
@@ -186,6 +188,14 @@ async def test_a_failed_sms_falls_back_to_the_next_channel(
     assert (await delivery_of(stack, sms["sid"])).provider_status == "undelivered"
     # The message is done: a late callback for it is still accepted.
     assert (await twilio_post(api, stack, STATUS, failed)).status_code == 204
+
+    # The new path replays deterministically; its history joins the recorded ones.
+    history = await handle._handle.fetch_history()
+    if RECORD:
+        (HISTORIES / "deliver_provider_failed.json").write_text(
+            json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        )
+    await _replayer().replay_workflow(history)
 
 
 async def test_stop_by_webhook_stops_a_running_journeys_next_text(
