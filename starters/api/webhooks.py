@@ -76,7 +76,7 @@ def _refused(message: str) -> JSONResponse:
 
 
 def _bad(message: str) -> JSONResponse:
-    return _problem(400, "invalid", message)
+    return _problem(400, "bad_request", message)
 
 
 def public_url(settings: Settings, request: Request) -> str:
