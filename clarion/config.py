@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     twilio_from_number: str = ""
     twilio_base_url: str = ""
     twilio_timeout: float = Field(default=30.0, gt=0)
+    # Ask Twilio to report each SMS's status to <public_base_url>/webhooks/twilio/status
+    # (off by default: that URL must be reachable from the internet).
+    twilio_status_callbacks: bool = False
 
     # Crisis broadcasts: provider rate limits (messages per second across all workers;
     # 0 means no limit), sends in flight per batch, and the tier configuration file.

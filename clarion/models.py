@@ -70,6 +70,7 @@ class AuditKind(StrEnum):
     ERASURE_REQUESTED = "erasure_requested"
     ERASED = "erased"  # the customer's personal data is gone; a tombstone remains
     RETENTION_PURGED = "retention_purged"
+    PROVIDER_STATUS = "provider_status"  # the provider reported on a sent message
 
 
 class _Payload(BaseModel):
@@ -201,6 +202,15 @@ class Acknowledgement(_Payload):
 
     by: str = Field(default="customer", min_length=1, max_length=100)
     channel: Channel | None = None
+
+
+class ProviderFailure(_Payload):
+    """The provider reported that a sent message did not arrive (a status callback)."""
+
+    channel: Channel
+    provider_message_id: str = Field(min_length=1, max_length=200)
+    status: str = Field(min_length=1, max_length=32)  # e.g. undelivered, failed
+    error_code: str = Field(default="", max_length=32)
 
 
 class EscalationInput(_Payload):

@@ -3,6 +3,8 @@
 prepare (customer, pinned template version, consent and rendering per channel)
   -> for each allowed channel in the caller's order: send (retried with backoff
      while the failure is retryable) -> on a permanent failure, fall back to the next
+  -> with ``acknowledge_within``: wait for an acknowledgement; none in time, or the
+     provider reports the message undelivered (signal ``provider_failed``): next channel
   -> record the outcome
 Every decision is written to the audit trail by the activities.
 """
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         OutcomeStatus,
         PreparedDelivery,
         PrepareDeliveryInput,
+        ProviderFailure,
         RecordOutcomeInput,
         SendInput,
         SendResult,
@@ -51,6 +54,8 @@ SEND_RETRY = RetryPolicy(
 SEND_DEADLINE = timedelta(hours=6)
 SEND_ATTEMPT_TIMEOUT = timedelta(seconds=60)
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# Histories recorded before the provider_failed signal ignore it while they wait.
+PROVIDER_FAILURES_PATCH = "provider-failed-falls-back"
 
 
 def _failure_reason(err: ActivityError) -> str:
@@ -71,11 +76,17 @@ class DeliverMessageWorkflow:
         self._ack: Acknowledgement | None = None
         self._escalated_to: list[Channel] = []
         self._agent_task: str | None = None
+        self._provider_failures: list[ProviderFailure] = []
 
     @workflow.signal(name="acknowledge")
     def acknowledge(self, ack: Acknowledgement) -> None:
         if self._ack is None:
             self._ack = ack
+
+    @workflow.signal(name="provider_failed")
+    def provider_failed(self, failure: ProviderFailure) -> None:
+        """The provider reported a sent message undelivered (a status callback)."""
+        self._provider_failures.append(failure)
 
     @workflow.query(name="outcome")
     def outcome(self) -> DeliveryOutcome | None:
@@ -185,9 +196,24 @@ class DeliverMessageWorkflow:
                 ChannelAttempt(channel=result.channel, status=result.status, reason=result.reason)
             )
             if result.status is DeliveryStatus.SENT:
-                if req.acknowledge_within is not None and not await self._acknowledged(
-                    req.acknowledge_within, result.channel
-                ):
+                acked = (
+                    True
+                    if req.acknowledge_within is None
+                    else await self._acknowledged(req.acknowledge_within, result)
+                )
+                if isinstance(acked, ProviderFailure):
+                    reason = f"provider reported {acked.status}" + (
+                        f" (error {acked.error_code})" if acked.error_code else ""
+                    )
+                    any_failed = True
+                    self._attempts.append(
+                        ChannelAttempt(
+                            channel=result.channel, status=DeliveryStatus.FAILED, reason=reason
+                        )
+                    )
+                    fallback_from, fallback_reason = result.channel, reason
+                    continue
+                if not acked:
                     unacknowledged = result  # down the ladder: the next allowed channel
                     fallback_from, fallback_reason = None, ""
                     continue
@@ -248,15 +274,32 @@ class DeliverMessageWorkflow:
         if delay > timedelta(0):
             await workflow.sleep(delay)
 
-    async def _acknowledged(self, within: str, channel: Channel) -> bool:
-        """Wait up to ``within`` for an acknowledgement of the message."""
-        self._stage = f"awaiting_acknowledgement:{channel.value}"
+    async def _acknowledged(self, within: str, sent: SendResult) -> bool | ProviderFailure:
+        """Wait up to ``within`` for an acknowledgement of the message: True when it came,
+        False when the time ran out, the provider's report when it said the message did
+        not arrive (then there is no point waiting)."""
+        self._stage = f"awaiting_acknowledgement:{sent.channel.value}"
+        watch_failures = workflow.patched(PROVIDER_FAILURES_PATCH)
+
+        def failure() -> ProviderFailure | None:
+            if not watch_failures or not sent.provider_message_id:
+                return None
+            for reported in self._provider_failures:
+                if reported.provider_message_id == sent.provider_message_id:
+                    return reported
+            return None
+
         try:
             await workflow.wait_condition(
-                lambda: self._ack is not None, timeout=parse_duration(within)
+                lambda: self._ack is not None or failure() is not None,
+                timeout=parse_duration(within),
             )
         except TimeoutError:
             return False
+        if self._ack is None:
+            found = failure()
+            if found is not None:
+                return found
         return True
 
     async def _escalate(

@@ -15,6 +15,9 @@ from clarion.config import Settings
 from clarion.errors import PermanentChannelError, RetryableChannelError
 from clarion.models import Channel
 
+# Where the HTTP API receives Twilio's status callbacks (starters/api/webhooks.py).
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+
 # Twilio error codes meaning "this recipient cannot get this message" (never retry).
 PERMANENT_CODES = {
     21211: "invalid 'To' phone number",
@@ -55,9 +58,19 @@ class TwilioSmsProvider:
         )
         if settings.twilio_base_url:
             self._client.api.base_url = settings.twilio_base_url.rstrip("/")
+        self._status_callback = (
+            f"{settings.public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}"
+            if settings.twilio_status_callbacks
+            else None
+        )
 
     def _create(self, message: OutgoingSms) -> str:
-        created = self._client.messages.create(to=message.to, from_=self._from, body=message.body)
+        extra: dict[str, str] = {}
+        if self._status_callback is not None:
+            extra["status_callback"] = self._status_callback
+        created = self._client.messages.create(
+            to=message.to, from_=self._from, body=message.body, **extra
+        )
         return str(created.sid)
 
     async def send(self, message: OutgoingMessage) -> ProviderReceipt:

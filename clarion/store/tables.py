@@ -147,7 +147,10 @@ class Delivery(Base):
     purpose: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     provider: Mapped[str] = mapped_column(String(32), default="")
-    provider_message_id: Mapped[str] = mapped_column(String(200), default="")
+    provider_message_id: Mapped[str] = mapped_column(String(200), default="", index=True)
+    # The latest status the provider reported (status callbacks): queued, sent, delivered,
+    # undelivered, failed; "" until the first callback.
+    provider_status: Mapped[str] = mapped_column(String(32), default="")
     error: Mapped[str] = mapped_column(Text, default="")
     tries: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -30,6 +30,7 @@ from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
 from clarion.store import operators as operators_repo
 from clarion.store.operators import OperatorInfo
+from starters.api import webhooks
 from starters.sdk import ApprovalRefused, ClarionClient, JourneyRefused, NotAuthorised
 
 API_VERSION = "1"
@@ -203,6 +204,7 @@ def create_app(
     app.state.store = store
     _install_errors(app)
     _install_routes(app)
+    app.include_router(webhooks.router)
     return app
 
 

@@ -41,6 +41,7 @@ def test_histories_are_committed() -> None:
     assert names == [
         "deliver_email",
         "deliver_fallback",
+        "deliver_provider_failed",  # recorded by test_webhooks
         "deliver_quiet_hours",
         "deliver_suppressed",
         "erasure",

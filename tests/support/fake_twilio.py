@@ -122,7 +122,13 @@ class FakeTwilio:
                     )
                 with fake.lock:
                     sid = f"SM{next(fake._ids):032x}"
-                    record = {"sid": sid, "to": to, "from": form.get("From", ""), "body": body}
+                    record = {
+                        "sid": sid,
+                        "to": to,
+                        "from": form.get("From", ""),
+                        "body": body,
+                        "status_callback": form.get("StatusCallback", ""),
+                    }
                     fake.messages.append(record)
                 self._reply(
                     201,
