@@ -401,7 +401,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         "customer.html",
         who,
         customer_id=customer_id,
-        consent=[f.model_dump(mode="json") for f in facts],
+        consent=facts,
         runs=runs,
         events=events,
     )

@@ -16,11 +16,13 @@ import httpx
 import pytest
 import uvicorn
 
-from clarion.models import OutcomeStatus
+from clarion.models import Channel, ConsentStatus, OutcomeStatus, Purpose
+from clarion.store import journeys as journey_repo
 from clarion.store import operators as operators_repo
 from starters.api import create_app
 from tests.conftest import ROOT, Stack, add_customer, operator_client, uid
 from tests.integration.test_approvals import pending
+from tests.support.processes import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -273,11 +275,25 @@ async def test_customer_timeline_and_audit_search(
     stack: Stack, console_url: str, browser: Any
 ) -> None:
     sender = await operator_client(stack, "operator")
-    customer = await add_customer(stack.store, name="Grace Timeline")
+    customer = await add_customer(
+        stack.store,
+        name="Grace Timeline",
+        consents=[(Channel.EMAIL, Purpose.MARKETING, ConsentStatus.GRANTED)],
+    )
     handle = await sender.send_message(
         customer_id=customer.external_id, template="test-notice", context={"ref": "T-1"}
     )
     assert (await asyncio.wait_for(handle.result(), 30)).status is OutcomeStatus.DELIVERED
+    await sender.start_journey("t-send-wait", customer.external_id)
+
+    async def journey_recorded() -> bool:
+        async with stack.store.session() as session:
+            runs = await journey_repo.runs_for_customer(
+                session, customer_external_id=customer.external_id
+            )
+        return bool(runs)
+
+    await wait_until(journey_recorded, what="the journey run")
 
     page = await logged_in(
         browser, console_url, await token_for(stack, "viewer"), "/console/customers"
@@ -288,6 +304,8 @@ async def test_customer_timeline_and_audit_search(
     timeline = page.locator("#timeline")
     for kind in ("requested", "sent", "delivered"):
         await timeline.get_by_role("cell", name=kind, exact=True).first.wait_for()
+    await page.locator("#journeys").get_by_role("cell", name="t-send-wait").wait_for()
+    await page.locator("#consent").get_by_role("cell", name="granted").wait_for()
     await shoot(page, "customer")
 
     await page.get_by_role("link", name=handle.message_id).first.click()
