@@ -38,6 +38,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 COOKIE = "clarion_console"
+LOGIN_COOKIE = "clarion_console_login"
 SESSION_MAX_AGE_S = 12 * 3600
 # Without a configured console_secret, sessions are signed with a key of this process:
 # they end when it restarts, and are not shared between processes.
@@ -162,9 +163,36 @@ def _safe_next(target: str | None) -> str:
 # -- login
 
 
+def _login_form(
+    request: Request, target: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """The login page, with a fresh pre-session nonce (a cookie) and the CSRF token tied
+    to it, so a login form posted from elsewhere is refused."""
+    nonce = secrets.token_hex(16)
+    response = _page(
+        request,
+        "login.html",
+        None,
+        status_code=status_code,
+        next=target,
+        error=error,
+        login_csrf=_sign(_secret(request), "login", nonce),
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+    )
+    return response
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> HTMLResponse:
-    return _page(request, "login.html", None, next=_safe_next(next), error=None)
+    return _login_form(request, _safe_next(next))
 
 
 @router.post("/login", response_model=None)
@@ -172,18 +200,19 @@ async def login(request: Request) -> Response:
     form = await _form(request)
     token = form.get("token", "").strip()
     target = _safe_next(form.get("next"))
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    expected = _sign(_secret(request), "login", nonce)
+    if not nonce or not hmac.compare_digest(form.get("csrf", ""), expected):
+        return _login_form(
+            request, target, "The login form expired; please log in again.", status_code=403
+        )
     operator = None
     if token:
         async with request.app.state.store.session() as session:
             operator = await operators_repo.authenticate(session, token)
     if operator is None:
-        return _page(
-            request,
-            "login.html",
-            None,
-            status_code=401,
-            next=target,
-            error="That token is not an active operator's token.",
+        return _login_form(
+            request, target, "That token is not an active operator's token.", status_code=401
         )
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -195,6 +224,7 @@ async def login(request: Request) -> Response:
         secure=request.url.scheme == "https",
         path="/console",
     )
+    response.delete_cookie(LOGIN_COOKIE, path="/console")
     return response
 
 

@@ -64,21 +64,35 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+async def login_csrf(http: httpx.AsyncClient) -> str:
+    """Open the login page (which sets its pre-session cookie) and read its CSRF token."""
+    return csrf_of((await http.get("/console/login")).text)
+
+
 async def test_sessions_csrf_and_roles(http: httpx.AsyncClient, stack: Stack) -> None:
     for path in ("/console/approvals", "/console/crisis", "/console/audit", "/console/customers"):
         response = await http.get(path)
         assert response.status_code == 303 and response.headers["location"].startswith(
             "/console/login"
         ), path
-    bad = await http.post("/console/login", data={"token": "not-a-token"})
+    viewer = await token_for(stack, "viewer")
+    # The login form carries a token tied to a pre-session cookie: a form posted from
+    # elsewhere (no cookie, or another form's token) is refused.
+    blind = await http.post("/console/login", data={"token": viewer, "csrf": "0" * 64})
+    assert blind.status_code == 403 and "clarion_console=" not in blind.headers.get(
+        "set-cookie", ""
+    )
+    bad = await http.post(
+        "/console/login", data={"token": "not-a-token", "csrf": await login_csrf(http)}
+    )
     assert bad.status_code == 401 and "not an active operator" in bad.text
     http.cookies.set("clarion_console", "dG9rZW4.forged", path="/console")
     assert (await http.get("/console/approvals")).status_code == 303
     http.cookies.clear()
 
-    viewer = await token_for(stack, "viewer")
     login = await http.post(
-        "/console/login", data={"token": viewer, "next": "/console/audit?kind=sent"}
+        "/console/login",
+        data={"token": viewer, "next": "/console/audit?kind=sent", "csrf": await login_csrf(http)},
     )
     assert login.status_code == 303 and login.headers["location"] == "/console/audit?kind=sent"
     cookie = login.headers["set-cookie"].lower()
@@ -102,7 +116,10 @@ async def test_sessions_csrf_and_roles(http: httpx.AsyncClient, stack: Stack) ->
     assert out.status_code == 303
     assert (await http.get("/console/approvals")).status_code == 303
     # An open redirect is not followed after login.
-    away = await http.post("/console/login", data={"token": viewer, "next": "https://evil.test/"})
+    away = await http.post(
+        "/console/login",
+        data={"token": viewer, "next": "https://evil.test/", "csrf": await login_csrf(http)},
+    )
     assert away.headers["location"] == "/console/approvals"
 
 
