@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from pydantic import SecretStr
 
-from clarion.crisis.models import Severity
+from clarion.crisis.models import BroadcastState, Severity
 from clarion.errors import ClarionError, NotFound
 from clarion.policy.approval import Role
 from clarion.store import journeys as journey_repo
@@ -43,6 +43,15 @@ SESSION_MAX_AGE_S = 12 * 3600
 # Without a configured console_secret, sessions are signed with a key of this process:
 # they end when it restarts, and are not shared between processes.
 _PROCESS_SECRET = secrets.token_bytes(32)
+# A broadcast in these states has reached everyone it will (100% even with no audience).
+FINISHED = frozenset(
+    {
+        BroadcastState.ACTIVE,
+        BroadcastState.RESOLVED,
+        BroadcastState.CANCELLED,
+        BroadcastState.REJECTED,
+    }
+)
 # Who may decide on an approval request: any role an approval ladder can name.
 DECIDERS = (Role.APPROVER, Role.COMPLIANCE, Role.INCIDENT_MANAGER)
 
@@ -392,7 +401,7 @@ async def _progress(console: Console, broadcast_id: str) -> dict[str, Any] | Non
         return None
     data = progress.model_dump(mode="json")
     data["percent"] = round(100 * progress.done / progress.total) if progress.total else 0
-    if progress.total == 0 and progress.state not in ("preparing", "dispatching"):
+    if progress.total == 0 and progress.state in FINISHED:
         data["percent"] = 100
     return data
 
