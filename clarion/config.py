@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     sms_stop_reply: str = "You are unsubscribed and will get no more texts. Reply START to resume."
     sms_start_reply: str = "You are subscribed again. Reply STOP to stop, HELP for help."
     operator_token: SecretStr = SecretStr("")
+    # The operations console (/console) signs its session cookies with this secret (HMAC);
+    # empty: a random secret of the process, so sessions end when it restarts.
+    console_secret: SecretStr = SecretStr("")
     # Retention: message bodies and delivery details older than this many days are purged
     # by a Temporal Schedule (cron, UTC) that every worker keeps in place; 0 turns it off.
     retention_days: int = Field(default=180, ge=0, le=36_500)

@@ -31,6 +31,7 @@ from clarion.store import journeys as journey_repo
 from clarion.store import operators as operators_repo
 from clarion.store.operators import OperatorInfo
 from starters.api import webhooks
+from starters.api.console import router as console_router
 from starters.sdk import ApprovalRefused, ClarionClient, JourneyRefused, NotAuthorised
 
 API_VERSION = "1"
@@ -205,6 +206,7 @@ def create_app(
     _install_errors(app)
     _install_routes(app)
     app.include_router(webhooks.router)
+    app.include_router(console_router)
     return app
 
 
