@@ -1,13 +1,16 @@
 """The operations console: sessions and CSRF over httpx, then the pages in headless
 Chromium (Playwright) against the app served by uvicorn on loopback, over a real worker
-and the dev server. The browser tests save screenshots under docs/images/ for
-docs/console.md."""
+and the dev server. The browser tests take screenshots; with CLARION_SCREENSHOTS=1 they
+are saved under docs/images/ for docs/console.md (else in a temporary folder, so a test
+run leaves the tracked images alone)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 IMAGES = ROOT / "docs" / "images"
+SHOTS = Path(tempfile.gettempdir()) / "clarion-console-shots"
 HAVE_CHROMIUM = CHROMIUM.exists()
 
 
@@ -177,8 +181,11 @@ async def logged_in(browser: Any, base: str, token: str, path: str = "/console/a
 
 
 async def shoot(page: Any, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(IMAGES / f"console-{name}.png"), full_page=True)
+    folder = IMAGES if os.environ.get("CLARION_SCREENSHOTS") == "1" else SHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"console-{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000, path
 
 
 async def test_approve_in_the_browser_and_a_viewer_gets_403(
