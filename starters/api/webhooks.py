@@ -255,12 +255,32 @@ async def unsubscribe(request: Request, token: str) -> HTMLResponse:
 @router.get(
     "/ack/{token}",
     tags=["links"],
+    summary="Acknowledgement page of a crisis message",
+    response_class=HTMLResponse,
+    responses=PAGES,
+)
+async def acknowledge_page(request: Request, token: str) -> HTMLResponse:
+    """The signed link in crisis emails shows a button that acknowledges. A GET records
+    nothing: mail scanners fetch every link, and an acknowledgement they made up would
+    stop the escalation to a call for someone who never read the message."""
+    secret = _settings(request).ack_secret.get_secret_value()
+    try:
+        verify_ack_token(secret, token, _now())
+    except AckTokenError as exc:
+        return _page("Link not valid", f"This link cannot be used: {exc}.", status=400)
+    button = '<form method="post"><button type="submit">I received this message</button></form>'
+    return _page("Please confirm", "Let us know that you received our message.", form=button)
+
+
+@router.post(
+    "/ack/{token}",
+    tags=["links"],
     summary="Acknowledge a crisis message",
     response_class=HTMLResponse,
     responses=PAGES,
 )
 async def acknowledge(request: Request, token: str) -> HTMLResponse:
-    """The signed link in crisis emails: records that the recipient got the message."""
+    """Records that the recipient got the message (a second time changes nothing)."""
     secret = _settings(request).ack_secret.get_secret_value()
     try:
         broadcast_id, customer_id = verify_ack_token(secret, token, _now())
