@@ -102,6 +102,20 @@ def fake_twilio() -> Iterator[FakeTwilio]:
 # -- store
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules marked ``sqlite_only`` drive processes, HTTP or the browser over a store;
+    their PostgreSQL variants would repeat the same store paths that the store-focused
+    modules already run on PostgreSQL, at the cost of minutes of CI time."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("store") == "postgres"
+        (drop if on_postgres and item.get_closest_marker("sqlite_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def _backends() -> list[str]:
     return ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
 

@@ -188,3 +188,7 @@ def test_the_committed_openapi_spec_is_current() -> None:
         "docs/openapi.json is stale: clarion api --openapi > docs/openapi.json"
     )
     assert Path(ROOT / "docs" / "openapi.json").exists()
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

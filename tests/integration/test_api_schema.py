@@ -54,3 +54,7 @@ async def test_generated_requests_never_get_a_server_error(stack: Stack, tmp_pat
     report = out.decode()
     print(report[-3000:])
     assert proc.returncode == 0, report[-6000:]
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from clarion.store import repo
@@ -471,3 +472,7 @@ async def test_consent_unsubscribe_token_from_the_command_line(stack: Stack) -> 
     assert done.code == 0 and "opted out of marketing email" in done.stdout, done
     bad = await run_cli(settings, "consent", "unsubscribe", token + "x")
     assert bad.code == 2 and "signature" in bad.stderr, bad
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

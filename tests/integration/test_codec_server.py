@@ -183,3 +183,7 @@ async def test_keys_generate_and_show_commands(tmp_path: Path) -> None:
     local = await run_cli(settings(), "keys", "show", "--json")
     assert json.loads(local.stdout)["source"] == str(tmp_path / "payload.key")
     assert (tmp_path / "payload.key").exists()
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

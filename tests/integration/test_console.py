@@ -340,3 +340,7 @@ async def test_customer_timeline_and_audit_search(
     # Keyboard: the skip link is the first stop and moves focus to the main landmark.
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.textContent") == "Skip to main content"
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

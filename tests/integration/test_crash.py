@@ -154,3 +154,7 @@ async def test_worker_killed_after_acceptance_recorded_never_sends_again(
         if e.HasField("activity_task_started_event_attributes")
     ]
     assert max(attempts) >= 2
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

@@ -7,6 +7,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from clarion.journeys.loader import parse_journey
 from clarion.store import Store
 from clarion.store import journeys as journey_repo
@@ -93,3 +95,7 @@ async def test_journey_survives_worker_kill_and_server_restart(
         steps = {s.step: s for s in await journey_repo.steps_of_run(session, run_id=run.id)}
     waited = steps["again"].entered_at - steps["pause"].entered_at
     assert timedelta(seconds=PAUSE) <= waited < timedelta(seconds=PAUSE + 20), waited
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

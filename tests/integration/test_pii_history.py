@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Iterator
 
+import pytest
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.history.v1 import History, HistoryEvent
@@ -189,3 +190,7 @@ async def test_histories_hold_no_personal_data_only_encrypted_payloads(stack: St
     ]
     [read] = await encrypting_converter().decode(list(completed.result.payloads), [DeliveryOutcome])
     assert read == outcome and phone in json.dumps(read.model_dump(mode="json"))
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only

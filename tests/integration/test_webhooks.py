@@ -349,3 +349,7 @@ async def test_sms_asks_twilio_for_status_callbacks_when_enabled(
             response = await api.post(STATUS, data=form, headers={"X-Twilio-Signature": signature})
             assert response.status_code == 204
         assert await provider_statuses(stack, message_id) == ["delivered"]
+
+
+# Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
+pytestmark = pytest.mark.sqlite_only
