@@ -106,18 +106,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Modules marked ``sqlite_only`` drive processes, HTTP or the browser over a store;
     their PostgreSQL variants would repeat the same store paths that the store-focused
     modules already run on PostgreSQL, at the cost of minutes of CI time."""
+    only_postgres = os.environ.get("CLARION_TEST_BACKEND") == "postgres"
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("store") == "postgres"
-        (drop if on_postgres and item.get_closest_marker("sqlite_only") else keep).append(item)
+        skip = item.get_closest_marker("sqlite_only") if on_postgres else only_postgres
+        (drop if skip else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
 def _backends() -> list[str]:
-    return ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+    """SQLite always; PostgreSQL too when CLARION_TEST_POSTGRES_URL is set.
+    CLARION_TEST_BACKEND=sqlite or =postgres picks one (tests/run.py runs the two in
+    parallel processes)."""
+    chosen = os.environ.get("CLARION_TEST_BACKEND", "")
+    if chosen == "postgres":
+        return ["postgres"]
+    if chosen == "sqlite" or not POSTGRES_URL:
+        return ["sqlite"]
+    return ["sqlite", "postgres"]
 
 
 @pytest.fixture(scope="session", params=_backends())

@@ -6,6 +6,11 @@ leaves with os._exit before that point; this runner is the second line: on such 
 it reads the JUnit report pytest wrote before exiting, and passes only if that report
 exists, counts at least one test, and has no failure and no error. A crash before the
 report is written, or any failure in it, stays red.
+
+With CLARION_TEST_POSTGRES_URL set and no arguments, the suite runs as two processes in
+parallel: everything on SQLite (its output streams here), and the PostgreSQL variants of
+the store tests (its output is printed when it ends). Both must pass.
+CLARION_TEST_PARALLEL=0 runs one process with both backends instead.
 """
 
 from __future__ import annotations
@@ -32,17 +37,53 @@ def verdict(report: Path) -> tuple[bool, str]:
     return ok, f"{tests} tests, {failures} failures, {errors} errors"
 
 
+def settle(name: str, code: int, report: Path) -> int:
+    """The exit status of one pytest run, forgiving a crash after a clean report."""
+    if code in CRASH_CODES:
+        ok, summary = verdict(report)
+        print(f"tests/run.py: {name}: the interpreter crashed at exit ({code}); report: {summary}")
+        return 0 if ok else 1
+    return code
+
+
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONFAULTHANDLER": "0"}
+    parallel = (
+        not argv
+        and bool(os.environ.get("CLARION_TEST_POSTGRES_URL"))
+        and os.environ.get("CLARION_TEST_PARALLEL", "1") != "0"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", f"--junitxml={report}", *argv]
-        code = subprocess.call(cmd, cwd=root, env={**os.environ, "PYTHONFAULTHANDLER": "0"})
-        if code in CRASH_CODES:
-            ok, summary = verdict(report)
-            print(f"tests/run.py: the interpreter crashed at exit ({code}); report: {summary}")
-            return 0 if ok else 1
-        return code
+        if not parallel:
+            return settle("pytest", subprocess.call(cmd, cwd=root, env=env), report)
+        pg_report = Path(tmp) / "junit-postgres.xml"
+        pg_log = Path(tmp) / "postgres.log"
+        with pg_log.open("w") as log:
+            pg = subprocess.Popen(
+                [sys.executable, "-m", "pytest", f"--junitxml={pg_report}", "tests/integration"],
+                cwd=root,
+                env={**env, "CLARION_TEST_BACKEND": "postgres"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                sqlite_code = subprocess.call(
+                    cmd, cwd=root, env={**env, "CLARION_TEST_BACKEND": "sqlite"}
+                )
+            finally:
+                pg_code = pg.wait()
+        print("\n---------------- the PostgreSQL run ----------------", flush=True)
+        sys.stdout.write(pg_log.read_text(errors="replace"))
+        sys.stdout.flush()
+        results = [
+            settle("SQLite run", sqlite_code, report),
+            settle("PostgreSQL run", pg_code, pg_report),
+        ]
+        print(f"tests/run.py: SQLite run exit {results[0]}, PostgreSQL run exit {results[1]}")
+        return 0 if results == [0, 0] else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -271,7 +272,13 @@ def _install_errors(app: FastAPI) -> None:
     async def _rpc(request: Request, exc: RPCError) -> JSONResponse:
         if exc.status is RPCStatusCode.NOT_FOUND:
             return _problem(404, "not_found", str(exc))
+        if exc.status is RPCStatusCode.INVALID_ARGUMENT:
+            return _problem(400, "bad_request", f"Temporal refused the request: {exc}")
         return _problem(503, "temporal_unavailable", f"Temporal: {exc}")
+
+
+# Ids in paths: the store and Temporal keep at most 200 characters.
+PathId = Annotated[str, PathParam(min_length=1, max_length=200)]
 
 
 class Caller:
@@ -355,7 +362,7 @@ def _install_routes(app: FastAPI) -> None:
         return MessageAccepted(message_id=handle.message_id, workflow_id=handle.workflow_id)
 
     @app.get("/v1/messages/{message_id}", tags=["messages"])
-    async def get_message(message_id: str, caller: Viewer) -> MessageState:
+    async def get_message(message_id: PathId, caller: Viewer) -> MessageState:
         """Where a message is (stage) and, once done, its outcome."""
         handle = caller.clarion.get_message(message_id)
         stage = await handle.stage()
@@ -367,7 +374,9 @@ def _install_routes(app: FastAPI) -> None:
         )
 
     @app.post("/v1/messages/{message_id}/acknowledge", status_code=204, tags=["messages"])
-    async def acknowledge_message(message_id: str, body: AcknowledgeBody, caller: Operator) -> None:
+    async def acknowledge_message(
+        message_id: PathId, body: AcknowledgeBody, caller: Operator
+    ) -> None:
         """The recipient confirmed: a message sent with ``acknowledge_within`` stops escalating."""
         await caller.clarion.get_message(message_id).acknowledge(by=body.by, channel=body.channel)
 
@@ -375,7 +384,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.post("/v1/journeys/{journey}/runs", status_code=201, tags=["journeys"])
     async def start_journey(
-        journey: str, body: StartJourneyBody, caller: Operator
+        journey: PathId, body: StartJourneyBody, caller: Operator
     ) -> JourneyStarted:
         """Start a journey for a customer (re-entry rules apply: 409 when refused)."""
         handle = await caller.clarion.start_journey(
@@ -384,7 +393,9 @@ def _install_routes(app: FastAPI) -> None:
         return JourneyStarted(journey=journey, customer_id=body.customer_id, workflow_id=handle.id)
 
     @app.get("/v1/journeys/{journey}/runs/{customer_id}", tags=["journeys"])
-    async def journey_status(journey: str, customer_id: str, caller: Viewer) -> dict[str, Any]:
+    async def journey_status(
+        journey: PathId, customer_id: PathId, caller: Viewer
+    ) -> dict[str, Any]:
         """A customer's run of a journey: status, current step, history."""
         status = await caller.clarion.journey_status(journey, customer_id)
         return status.model_dump(mode="json")
@@ -402,7 +413,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.get("/v1/customers/{customer_id}/timeline", tags=["customers"])
     async def timeline(
-        customer_id: str,
+        customer_id: PathId,
         caller: Viewer,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
@@ -443,7 +454,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.post("/v1/customers/{customer_id}/consent", status_code=201, tags=["customers"])
     async def record_consent(
-        customer_id: str, body: ConsentBody, caller: Operator
+        customer_id: PathId, body: ConsentBody, caller: Operator
     ) -> dict[str, Any]:
         """Append to the consent ledger (an opt-in or an opt-out), audited."""
         from clarion.models import AuditKind
@@ -480,7 +491,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.post("/v1/customers/{customer_id}/erasure", status_code=202, tags=["customers"])
     async def request_erasure(
-        customer_id: str, body: ErasureBody, caller: Compliance
+        customer_id: PathId, body: ErasureBody, caller: Compliance
     ) -> ErasureAccepted:
         """Forget a customer (right to be forgotten); follow it at /v1/erasures/{id}."""
         handle = await caller.clarion.erase_customer(
@@ -492,7 +503,7 @@ def _install_routes(app: FastAPI) -> None:
         return ErasureAccepted(request_id=handle.request_id, workflow_id=handle.workflow_id)
 
     @app.get("/v1/erasures/{request_id}", tags=["customers"])
-    async def erasure(request_id: str, caller: Compliance) -> dict[str, Any]:
+    async def erasure(request_id: PathId, caller: Compliance) -> dict[str, Any]:
         """An erasure's status, and its receipt once done."""
         return await caller.clarion.erasure_record(request_id)
 
@@ -510,18 +521,18 @@ def _install_routes(app: FastAPI) -> None:
         return [r.as_json() for r in found]
 
     @app.get("/v1/approvals/{request_id}", tags=["approvals"])
-    async def approval(request_id: str, caller: Viewer) -> dict[str, Any]:
+    async def approval(request_id: PathId, caller: Viewer) -> dict[str, Any]:
         """One request with its preview and decisions."""
         return (await caller.clarion.approval(request_id)).as_json()
 
     @app.post("/v1/approvals/{request_id}/approve", tags=["approvals"])
-    async def approve(request_id: str, body: DecisionBody, caller: Approver) -> dict[str, str]:
+    async def approve(request_id: PathId, body: DecisionBody, caller: Approver) -> dict[str, str]:
         """Approve (the gate checks the role, four-eyes and the state: 409 when refused)."""
         state = await caller.clarion.approve(request_id, reason=body.reason)
         return {"request_id": request_id, "state": state}
 
     @app.post("/v1/approvals/{request_id}/reject", tags=["approvals"])
-    async def reject(request_id: str, body: RejectBody, caller: Approver) -> dict[str, str]:
+    async def reject(request_id: PathId, body: RejectBody, caller: Approver) -> dict[str, str]:
         """Reject, with a reason."""
         state = await caller.clarion.reject(request_id, reason=body.reason)
         return {"request_id": request_id, "state": state}
@@ -543,14 +554,14 @@ def _install_routes(app: FastAPI) -> None:
         return BroadcastLaunched(broadcast_id=handle.broadcast_id)
 
     @app.get("/v1/broadcasts/{broadcast_id}", tags=["broadcasts"])
-    async def broadcast_progress(broadcast_id: str, caller: Viewer) -> dict[str, Any]:
+    async def broadcast_progress(broadcast_id: PathId, caller: Viewer) -> dict[str, Any]:
         """Live progress: counts by tier, channel and status, rate and ETA."""
         progress = await caller.clarion.broadcast(broadcast_id).progress()
         return progress.model_dump(mode="json")
 
     @app.post("/v1/broadcasts/{broadcast_id}/updates", tags=["broadcasts"])
     async def broadcast_update(
-        broadcast_id: str, body: FollowUpBody, caller: IncidentManager
+        broadcast_id: PathId, body: FollowUpBody, caller: IncidentManager
     ) -> dict[str, Any]:
         """Send a follow-up update to everyone reached so far; returns its generation."""
         gen = await caller.clarion.broadcast(broadcast_id).update(body.template)
@@ -558,7 +569,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.post("/v1/broadcasts/{broadcast_id}/resolution", tags=["broadcasts"])
     async def broadcast_resolve(
-        broadcast_id: str, body: FollowUpBody, caller: IncidentManager
+        broadcast_id: PathId, body: FollowUpBody, caller: IncidentManager
     ) -> dict[str, Any]:
         """Resolve the incident: a last message, then the broadcast ends."""
         gen = await caller.clarion.broadcast(broadcast_id).resolve(body.template)

@@ -76,7 +76,7 @@ async def test_send_a_message_and_follow_it(api: httpx.AsyncClient, stack: Stack
 
     async def done() -> bool:
         state = (await api.get(f"/v1/messages/{message_id}", headers=auth(token))).json()
-        return state["outcome"] is not None
+        return state["outcome"] is not None and state["stage"] == "done"
 
     await wait_until(done, what="the message outcome")
     state = (await api.get(f"/v1/messages/{message_id}", headers=auth(token))).json()
@@ -192,3 +192,12 @@ def test_the_committed_openapi_spec_is_current() -> None:
 
 # Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
 pytestmark = pytest.mark.sqlite_only
+
+
+async def test_overlong_ids_in_paths_are_refused(api: httpx.AsyncClient, stack: Stack) -> None:
+    token = await token_for(stack, "admin")
+    long = "0" * 300
+    for path in (f"/v1/messages/{long}", f"/v1/erasures/{long}", f"/v1/broadcasts/{long}"):
+        response = await api.get(path, headers=auth(token))
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["field"] in ("message_id", "request_id", "broadcast_id")
