@@ -9,7 +9,7 @@ Errors are JSON: ``{"error": kind, "message": ..., "field": ..., "value": ...}``
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -211,62 +211,58 @@ def create_app(
     return app
 
 
+def _field_problem(first: Mapping[str, Any]) -> JSONResponse:
+    """A 422 naming the field and the value of a pydantic error."""
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    field = ".".join(loc) or None
+    value = first.get("input")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return _problem(
+        422,
+        "invalid_field",
+        f"{field or 'body'}: {message}",
+        field=field,
+        value=value if isinstance(value, str | int | float | bool) or value is None else None,
+    )
+
+
+def _simple(status: int, kind: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(status, kind, str(exc))
+
+    return handler
+
+
+# Clarion's errors as problems (the most specific class of an error decides).
+SIMPLE_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (NotFound, 404, "not_found"),
+    (NotAuthorised, 403, "forbidden"),
+    (ApprovalRefused, 409, "refused"),
+    (JourneyRefused, 409, "refused"),
+    (ClarionError, 400, "bad_request"),
+]
+
+
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        value = first.get("input")
         if first.get("type") == "json_invalid":
             return _problem(422, "invalid_json", f"the body is not valid JSON: {first['msg']}")
-        return _problem(
-            422,
-            "invalid_field",
-            f"{field or 'body'}: {first['msg']}",
-            field=field,
-            value=value if isinstance(value, str | int | float | bool) or value is None else None,
-        )
+        return _field_problem(first)
 
     @app.exception_handler(ValidationError)
     async def _model(request: Request, exc: ValidationError) -> JSONResponse:
         # A value the SDK's own models refuse (e.g. a channel listed twice).
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or None
-        value = first.get("input")
-        message = str(first["msg"]).removeprefix("Value error, ")
-        return _problem(
-            422,
-            "invalid_field",
-            f"{field or 'body'}: {message}",
-            field=field,
-            value=value if isinstance(value, str | int | float | bool) or value is None else None,
-        )
+        return _field_problem(exc.errors()[0])
 
     @app.exception_handler(ValidationFailed)
     async def _validation(request: Request, exc: ValidationFailed) -> JSONResponse:
         value = exc.value if isinstance(exc.value, str | int | float | bool) else str(exc.value)
         return _problem(422, "invalid_field", str(exc), field=exc.field, value=value)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return _problem(404, "not_found", str(exc))
-
-    @app.exception_handler(NotAuthorised)
-    async def _forbidden(request: Request, exc: NotAuthorised) -> JSONResponse:
-        return _problem(403, "forbidden", str(exc))
-
-    @app.exception_handler(ApprovalRefused)
-    async def _refused(request: Request, exc: ApprovalRefused) -> JSONResponse:
-        return _problem(409, "refused", str(exc))
-
-    @app.exception_handler(JourneyRefused)
-    async def _journey_refused(request: Request, exc: JourneyRefused) -> JSONResponse:
-        return _problem(409, "refused", str(exc))
-
-    @app.exception_handler(ClarionError)
-    async def _clarion(request: Request, exc: ClarionError) -> JSONResponse:
-        return _problem(400, "bad_request", str(exc))
+    for error, status, kind in SIMPLE_ERRORS:
+        app.add_exception_handler(error, _simple(status, kind))
 
     @app.exception_handler(RPCError)
     async def _rpc(request: Request, exc: RPCError) -> JSONResponse:
