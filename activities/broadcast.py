@@ -159,17 +159,14 @@ class BroadcastActivities:
         caps = rules.caps_for(purpose, channel)
         if not caps:
             return None
-        sent = {
-            i: await repo.send_times(
-                session,
-                customer_external_id=customer.external_id,
-                purpose=purpose,
-                channels=cap.counted_channels(),
-                since=now - cap.window,
-                exclude_message_id=message_id,
-            )
-            for i, cap in enumerate(caps)
-        }
+        sent = await repo.cap_send_times(
+            session,
+            caps=caps,
+            customer_external_id=customer.external_id,
+            purpose=purpose,
+            now=now,
+            exclude_message_id=message_id,
+        )
         verdict = decide_cap(caps, sent, now)
         return None if verdict.allowed else f"frequency_cap: {verdict.cap}"
 

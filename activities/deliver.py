@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -485,16 +484,14 @@ class DeliveryActivities:
         if not caps:
             return None
         now = data.decided_at or utcnow()
-        sent: dict[int, list[datetime]] = {}
-        for i, cap in enumerate(caps):
-            sent[i] = await repo.send_times(
-                session,
-                customer_external_id=customer.external_id,
-                purpose=data.purpose,
-                channels=cap.counted_channels(),
-                since=now - cap.window,
-                exclude_message_id=data.message_id,
-            )
+        sent = await repo.cap_send_times(
+            session,
+            caps=caps,
+            customer_external_id=customer.external_id,
+            purpose=data.purpose,
+            now=now,
+            exclude_message_id=data.message_id,
+        )
         verdict = decide_cap(caps, sent, now)
         if verdict.allowed:
             return None

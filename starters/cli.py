@@ -28,7 +28,6 @@ from clarion.customers import parse_csv, parse_jsonl
 from clarion.errors import ClarionError, TemplateError, ValidationFailed
 from clarion.logging import configure_logging
 from clarion.models import (
-    AuditKind,
     Channel,
     ConsentStatus,
     DeliveryOutcome,
@@ -763,27 +762,15 @@ def _consent(
     async def main(store: Store) -> None:
         async with store.transaction() as session:
             customer = await repo.require_customer(session, external_id=customer_id)
-            await repo.record_consent(
+            await repo.change_consent(
                 session,
                 customer=customer,
                 channel=channel,
                 purpose=purpose,
                 status=status,
                 source=source,
-                jurisdiction=jurisdiction,
-            )
-            await repo.append_audit(
-                session,
-                kind=AuditKind.CONSENT_CHANGED,
-                customer_external_id=customer_id,
-                channel=channel,
-                reason=status.value,
                 actor=source,
-                detail={
-                    "purpose": purpose.value,
-                    "source": source,
-                    **({"jurisdiction": jurisdiction} if jurisdiction else {}),
-                },
+                jurisdiction=jurisdiction,
             )
 
     run(with_store(s, main))

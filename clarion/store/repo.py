@@ -14,6 +14,7 @@ from clarion.customers import CustomerRecord
 from clarion.errors import NotFound
 from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Purpose
 from clarion.policy import ConsentFact
+from clarion.policy.compliance import FrequencyCap
 from clarion.store.audit import mark_pending
 from clarion.store.tables import (
     AuditEvent,
@@ -216,6 +217,67 @@ async def consent_facts(session: AsyncSession, *, customer: Customer) -> list[Co
         )
         for r in rows
     ]
+
+
+async def change_consent(
+    session: AsyncSession,
+    *,
+    customer: Customer,
+    channel: Channel,
+    purpose: Purpose,
+    status: ConsentStatus,
+    source: str,
+    actor: str,
+    jurisdiction: str | None = None,
+) -> ConsentRecord:
+    """Append to the consent ledger and audit the change (the CLI and the API)."""
+    record = await record_consent(
+        session,
+        customer=customer,
+        channel=channel,
+        purpose=purpose,
+        status=status,
+        source=source,
+        jurisdiction=jurisdiction,
+    )
+    await append_audit(
+        session,
+        kind=AuditKind.CONSENT_CHANGED,
+        customer_external_id=customer.external_id,
+        channel=channel,
+        reason=status.value,
+        actor=actor,
+        detail={
+            "purpose": purpose.value,
+            "source": source,
+            **({"jurisdiction": jurisdiction} if jurisdiction else {}),
+        },
+    )
+    return record
+
+
+async def cap_send_times(
+    session: AsyncSession,
+    *,
+    caps: Sequence[FrequencyCap],
+    customer_external_id: str,
+    purpose: Purpose,
+    now: datetime,
+    exclude_message_id: str,
+) -> dict[int, list[datetime]]:
+    """For each cap (by position), when the messages it counts went out: what
+    clarion.policy.compliance.decide_cap takes."""
+    return {
+        i: await send_times(
+            session,
+            customer_external_id=customer_external_id,
+            purpose=purpose,
+            channels=cap.counted_channels(),
+            since=now - cap.window,
+            exclude_message_id=exclude_message_id,
+        )
+        for i, cap in enumerate(caps)
+    }
 
 
 async def send_times(

@@ -453,27 +453,17 @@ def _install_routes(app: FastAPI) -> None:
         customer_id: PathId, body: ConsentBody, caller: Operator
     ) -> dict[str, Any]:
         """Append to the consent ledger (an opt-in or an opt-out), audited."""
-        from clarion.models import AuditKind
-
         async with caller.clarion.store.transaction() as session:
             customer = await repo.require_customer(session, external_id=customer_id)
-            record = await repo.record_consent(
+            record = await repo.change_consent(
                 session,
                 customer=customer,
                 channel=body.channel,
                 purpose=body.purpose,
                 status=body.status,
                 source=body.source,
-                jurisdiction=body.jurisdiction,
-            )
-            await repo.append_audit(
-                session,
-                kind=AuditKind.CONSENT_CHANGED,
-                customer_external_id=customer_id,
-                channel=body.channel,
-                reason=body.status.value,
                 actor=caller.operator.name,
-                detail={"purpose": body.purpose.value, "source": body.source},
+                jurisdiction=body.jurisdiction,
             )
             return {
                 "customer_id": customer_id,
