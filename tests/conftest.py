@@ -48,6 +48,20 @@ def encrypting_converter() -> DataConverter:
     return data_converter_for(settings)
 
 
+async def start_time_skipping() -> WorkflowEnvironment:
+    """The dev server with time skipping (each workflow has its own virtual clock), with
+    Clarion's converter; the caller shuts it down."""
+    return await WorkflowEnvironment.start_time_skipping_v2(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
+        ],
+        data_converter=encrypting_converter(),
+        dev_server_log_level="error",
+    )
+
+
 # -- the interpreter may crash at exit in the SDK's native threads once all work is done;
 # -- leave with pytest's own exit status before that can happen.
 _exit_status: list[int] = []

@@ -14,19 +14,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
 from clarion.channels import build_providers
 from clarion.models import AuditKind, Channel, ConsentStatus, OutcomeStatus, Purpose
 from clarion.store import Store, repo
 from clarion.templates import load_template_dir
-from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
 from tests.conftest import (
     ROOT,
     add_customer,
-    encrypting_converter,
     make_settings,
+    start_time_skipping,
     uid,
     unique_phone,
 )
@@ -69,15 +67,7 @@ async def timed(
     async with store.transaction() as session:
         for template in load_template_dir(ROOT / "tests" / "data" / "templates"):
             await repo.publish_template(session, definition=template)
-    env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "frontend.WorkflowTimeSkippingEnabled=true",
-        ],
-        data_converter=encrypting_converter(),
-        dev_server_log_level="error",
-    )
+    env = await start_time_skipping()
     settings = make_settings(
         home, store, smtp_server, fake_twilio, task_queue=uid("tq"), compliance_file=CAPS
     )

@@ -17,7 +17,6 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
 from clarion.channels import build_providers
 from clarion.journeys import load_journey_dir
@@ -26,13 +25,12 @@ from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
 from clarion.templates import load_template_dir
 from clarion.temporal import ensure_search_attributes
-from starters.dev import temporal_binary
 from starters.sdk import ClarionClient
 from tests.conftest import (
     ROOT,
     add_customer,
-    encrypting_converter,
     make_settings,
+    start_time_skipping,
     uid,
     unique_phone,
 )
@@ -64,15 +62,7 @@ async def examples(
             await repo.publish_template(session, definition=template)
         for journey in load_journey_dir(ROOT / "examples" / "journeys"):
             await journey_repo.publish_journey(session, definition=journey)
-    env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "frontend.WorkflowTimeSkippingEnabled=true",
-        ],
-        data_converter=encrypting_converter(),
-        dev_server_log_level="error",
-    )
+    env = await start_time_skipping()
     await ensure_search_attributes(env.client, "default")
     settings = make_settings(home, store, smtp_server, fake_twilio, task_queue=uid("tq"))
     providers = build_providers(settings)
