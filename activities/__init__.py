@@ -4,6 +4,7 @@ from activities.approvals import ApprovalActivities
 from activities.broadcast import BroadcastActivities
 from activities.deliver import DeliveryActivities
 from activities.erasure import ErasureActivities
+from activities.incidents import IncidentActivities
 from activities.journeys import JourneyActivities
 from activities.retention import RetentionActivities
 
@@ -12,6 +13,7 @@ __all__ = [
     "BroadcastActivities",
     "DeliveryActivities",
     "ErasureActivities",
+    "IncidentActivities",
     "JourneyActivities",
     "RetentionActivities",
 ]

@@ -113,6 +113,8 @@ class ApprovalActivities:
                         if customer is not None
                         else _source_preview(definition)
                     )
+                if inp.subject_kind == "incident" and "proposal" in inp.context:
+                    preview["proposal"] = inp.context["proposal"]  # audience size, alert
                 created = await approvals_repo.open_request(
                     session,
                     request_id=inp.request_id,

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     rate_limit_sms: float = Field(default=0.0, ge=0)
     broadcast_concurrency: int = Field(default=32, ge=1, le=1000)
     crisis_tiers_file: Path | None = None
+    # Alert intake: debounce and the crisis template per alert type (docs/alerts.md).
+    alerts_file: Path | None = None
     # Approvals: the policy file (built-in defaults without one) and the token of the
     # operator the CLI and SDK act as.
     approval_policy_file: Path | None = None

@@ -71,6 +71,7 @@ class AuditKind(StrEnum):
     ERASED = "erased"  # the customer's personal data is gone; a tombstone remains
     RETENTION_PURGED = "retention_purged"
     PROVIDER_STATUS = "provider_status"  # the provider reported on a sent message
+    INCIDENT = "incident"  # an incident opened by alerts changed status
 
 
 class _Payload(BaseModel):

@@ -84,6 +84,10 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer()
 app.add_typer(audit_app, name="audit")
+alerts_app = typer.Typer(
+    help="Alerts from operations systems, and the incidents they open.", no_args_is_help=True
+)
+app.add_typer(alerts_app, name="alerts")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -126,6 +130,13 @@ def settings() -> Settings:
             load_compliance(s.compliance_file)
         except ComplianceError as exc:
             raise Fail(f"invalid configuration: CLARION_COMPLIANCE_FILE: {exc}", 2) from exc
+    if s.alerts_file is not None:
+        from clarion.policy.alerts import AlertRulesError, load_rules
+
+        try:
+            load_rules(s.alerts_file)
+        except AlertRulesError as exc:
+            raise Fail(f"invalid configuration: CLARION_ALERTS_FILE: {exc}", 2) from exc
     configure_logging(s.log_level, s.log_format)
     return s
 
@@ -1626,6 +1637,113 @@ def _broadcast_call(broadcast_id: str, call: Callable[[Any], Awaitable[T]]) -> T
     except Exception as exc:
         cause = getattr(exc, "cause", None)
         raise Fail(f"broadcast {broadcast_id}: {cause or exc}") from exc
+
+
+@alerts_app.command("ingest")
+def alerts_ingest(
+    source: Annotated[str, typer.Option("--source", help="The system that alerts")],
+    key: Annotated[str, typer.Option("--key", help="What is alerting: one incident per key")],
+    severity: Annotated[
+        str, typer.Option("--severity", help="critical, major, minor, or resolved (recovery)")
+    ],
+    summary: Annotated[str, typer.Option("--summary", help="One line for humans")] = "",
+    affects: Annotated[
+        str | None, typer.Option("--affects", help="The affected customers (a segment)")
+    ] = None,
+    alert_type: Annotated[
+        str, typer.Option("--type", help="The alert type in the rules (default: by key)")
+    ] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Take an alert: a firing one opens (or joins) the incident of its key, which is
+    debounced and proposed to the incident managers; ``resolved`` reports a recovery."""
+    from clarion.errors import ValidationFailed
+    from starters.sdk import build_alert
+
+    fields: dict[str, Any] = {
+        "source": source,
+        "key": key,
+        "severity": severity,
+        "summary": summary,
+        "affects": affects,
+        "alert_type": alert_type,
+    }
+    try:
+        build_alert(**fields)  # bad input fails here, before anything is contacted
+    except ValidationFailed as exc:
+        raise Fail(f"invalid alert: {exc}", 2) from exc
+
+    async def call(clarion: Any) -> Any:
+        return await clarion.ingest_alert(**fields)
+
+    receipt = _approvals_call(call, temporal=True)
+    if as_json:
+        print_json({"key": receipt.key, "workflow_id": receipt.workflow_id, "note": receipt.note})
+    elif receipt.workflow_id is None:
+        out.print(f"alert {receipt.key}: {receipt.note}")
+    else:
+        out.print(f"alert {receipt.key} taken by {receipt.workflow_id}")
+
+
+def _seconds_text(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s"
+
+
+@alerts_app.command("incidents")
+def alerts_incidents(
+    key: Annotated[str | None, typer.Option("--key", help="Only this alert key")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only this status")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Incidents opened by alerts, newest first, with the time from alert to launch."""
+
+    async def call(clarion: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await clarion.incidents(key=key, status=status, limit=limit)
+        return found
+
+    found = _approvals_call(call)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        out.print("no incidents")
+        return
+    table = Table(
+        "incident", "key", "status", "severity", "alerts", "flaps", "audience", "alert→launch"
+    )
+    for i in found:
+        table.add_row(
+            i["incident_id"],
+            i["key"],
+            i["status"],
+            i["severity"],
+            str(i["alerts"]),
+            str(i["flaps"]),
+            "-" if i["audience_size"] is None else str(i["audience_size"]),
+            _seconds_text(i["alert_to_launch_s"]),
+        )
+    out.print(table)
+
+
+@alerts_app.command("show")
+def alerts_show(incident_id: str, as_json: JsonOpt = False) -> None:
+    """One incident: its alerts, proposal, decisions and times."""
+
+    async def call(clarion: Any) -> dict[str, Any]:
+        found: dict[str, Any] = await clarion.incident(incident_id)
+        return found
+
+    incident = _approvals_call(call)
+    if as_json:
+        print_json(incident)
+        return
+    for name, value in incident.items():
+        if name.endswith("_s"):
+            value = _seconds_text(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat(timespec="seconds")
+        out.print(f"{name}: {'-' if value in (None, '', []) else value}")
 
 
 @crisis_app.command("report")

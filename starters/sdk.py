@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import insert
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -35,6 +36,7 @@ from clarion.crisis.models import (
 from clarion.crisis.tiers import load_tiers
 from clarion.errors import ClarionError, NotFound, ValidationFailed
 from clarion.expressions import ExpressionError
+from clarion.incidents import Alert, IncidentInput, IncidentState, incident_workflow_id
 from clarion.journeys.models import (
     JourneyEvent,
     JourneyInput,
@@ -54,11 +56,13 @@ from clarion.models import (
     OperatorDecision,
     Purpose,
 )
+from clarion.policy.alerts import AlertSeverity
 from clarion.policy.approval import Role
 from clarion.store import Store, repo
 from clarion.store import approvals as approvals_repo
 from clarion.store import broadcasts as broadcast_repo
 from clarion.store import erasure as erasure_repo
+from clarion.store import incidents as incidents_repo
 from clarion.store import journeys as journey_repo
 from clarion.store import operators as operators_repo
 from clarion.store.approvals import RequestView
@@ -70,6 +74,7 @@ from workflows.approval import NOT_OPEN_YET
 from workflows.crisis import CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
 from workflows.erasure import ErasureWorkflow, erasure_workflow_id
+from workflows.incident import IncidentWorkflow
 from workflows.journey import JourneyWorkflow
 
 
@@ -556,6 +561,76 @@ class ClarionClient:
         )
         return BroadcastHandle(handle, broadcast_id, self)
 
+    # ---------------------------------------------------------------- alerts
+
+    async def ingest_alert(
+        self,
+        *,
+        source: str,
+        key: str,
+        severity: str,
+        summary: str = "",
+        affects: str | None = None,
+        alert_type: str = "",
+    ) -> AlertReceipt:
+        """Take an alert from an operations system (see docs/alerts.md). A firing alert
+        goes to the IncidentWorkflow of its key, started by the first one; a recovery goes
+        to the open incident of the key, if there is one. Returns at once."""
+        alert = build_alert(
+            source=source,
+            key=key,
+            severity=severity,
+            summary=summary,
+            affects=affects,
+            alert_type=alert_type,
+        )
+        await self.acting_as(Role.OPERATOR, Role.INCIDENT_MANAGER)
+        async with self.store.transaction() as session:
+            await incidents_repo.record_alert(session, alert)
+        workflow_id = incident_workflow_id(alert.key)
+        if alert.severity is AlertSeverity.RESOLVED:
+            try:
+                await self.temporal.get_workflow_handle(workflow_id).signal("alert", alert)
+            except RPCError as exc:
+                if exc.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                return AlertReceipt(key=alert.key, workflow_id=None, note="no open incident")
+            return AlertReceipt(key=alert.key, workflow_id=workflow_id)
+        await self.temporal.start_workflow(
+            IncidentWorkflow.run,
+            IncidentInput(key=alert.key),
+            id=workflow_id,
+            task_queue=self.settings.task_queue,
+            start_signal="alert",
+            start_signal_args=[alert],
+        )
+        return AlertReceipt(key=alert.key, workflow_id=workflow_id)
+
+    async def incident_state(self, key: str) -> IncidentState:
+        """The live state of the key's incident (its latest one, open or ended)."""
+        handle = self.temporal.get_workflow_handle_for(
+            IncidentWorkflow.run, incident_workflow_id(key)
+        )
+        try:
+            return await handle.query(IncidentWorkflow.state)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                raise NotFound("incident for alert key", key) from None
+            raise
+
+    async def incidents(
+        self, *, key: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Incidents from the store, newest first, with their alert-to-launch times."""
+        await self.acting_as(Role.VIEWER, Role.OPERATOR, Role.INCIDENT_MANAGER, Role.COMPLIANCE)
+        async with self.store.session() as session:
+            return await incidents_repo.list_incidents(session, key=key, status=status, limit=limit)
+
+    async def incident(self, incident_id: str) -> dict[str, Any]:
+        await self.acting_as(Role.VIEWER, Role.OPERATOR, Role.INCIDENT_MANAGER, Role.COMPLIANCE)
+        async with self.store.session() as session:
+            return await incidents_repo.get_incident(session, incident_id)
+
     def broadcast(self, broadcast_id: str) -> BroadcastHandle:
         handle = self.temporal.get_workflow_handle_for(
             CrisisBroadcastWorkflow.run, broadcast_workflow_id(broadcast_id)
@@ -565,6 +640,49 @@ class ClarionClient:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def build_alert(
+    *,
+    source: str,
+    key: str,
+    severity: str,
+    summary: str = "",
+    affects: str | None = None,
+    alert_type: str = "",
+) -> Alert:
+    """An alert received now; ValidationFailed names the field and the value."""
+    try:
+        alert = Alert(
+            source=source,
+            key=key,
+            severity=severity,
+            summary=summary,
+            affects=affects,
+            type=alert_type,
+            at=_now(),
+        )
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "alert"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ValidationFailed(where, first.get("input"), message) from None
+    if alert.affects is not None:
+        try:
+            compile_segment(alert.affects, "sqlite")
+        except (ExpressionError, SegmentError) as exc:
+            raise ValidationFailed("affects", alert.affects, str(exc)) from exc
+    return alert
+
+
+@dataclass
+class AlertReceipt:
+    """Where an alert went: the workflow of its key's incident (None: a recovery with no
+    open incident)."""
+
+    key: str
+    workflow_id: str | None
+    note: str = ""
 
 
 class BroadcastHandle:

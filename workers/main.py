@@ -15,6 +15,7 @@ from activities import (
     BroadcastActivities,
     DeliveryActivities,
     ErasureActivities,
+    IncidentActivities,
     JourneyActivities,
     RetentionActivities,
 )
@@ -45,6 +46,7 @@ def build_worker(
     approvals = ApprovalActivities(store, providers, settings)
     erasure = ErasureActivities(store)
     retention = RetentionActivities(store, settings.outbox_dir)
+    incidents = IncidentActivities(store, settings)
     activities: Sequence[Callable[..., Any]] = [
         acts.prepare_delivery,
         acts.send_message,
@@ -70,6 +72,11 @@ def build_worker(
         erasure.erase_customer_data,
         erasure.close_erasure,
         retention.purge_expired,
+        incidents.alert_rules,
+        incidents.save_incident,
+        incidents.propose_incident,
+        incidents.launch_incident_broadcast,
+        incidents.resolve_incident_broadcast,
     ]
     return Worker(
         client,

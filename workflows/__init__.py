@@ -4,6 +4,7 @@ from workflows.approval import ApprovalGateWorkflow
 from workflows.crisis import BroadcastShardWorkflow, CrisisBroadcastWorkflow
 from workflows.deliver import DeliverMessageWorkflow
 from workflows.erasure import ErasureWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.retention import RetentionWorkflow
 
@@ -15,6 +16,7 @@ ALL_WORKFLOWS = [
     ApprovalGateWorkflow,
     ErasureWorkflow,
     RetentionWorkflow,
+    IncidentWorkflow,
 ]
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "CrisisBroadcastWorkflow",
     "DeliverMessageWorkflow",
     "ErasureWorkflow",
+    "IncidentWorkflow",
     "JourneyWorkflow",
     "RetentionWorkflow",
 ]

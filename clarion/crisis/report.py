@@ -69,6 +69,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"## {title} recipients, by reason", ""]
         items = r[key]
         lines += [f"- {count} x {reason}" for reason, count in items.items()] or ["- none"]
+    if r.get("incident"):
+        a = r["incident"]
+        lines += [
+            "",
+            "## Alert",
+            "",
+            f"- Opened by alert `{a['key']}` from {a['source']} ({a['alerts']} alerts, "
+            f"{a['flaps']} flaps), first at {a['first_alert_at']}",
+            f"- Confirmed after {_secs(a['alert_to_confirmed_s'])}; launched "
+            f"{_secs(a['confirmed_to_launch_s'])} after confirmation, "
+            f"{_secs(a['alert_to_launch_s'])} after the first alert",
+        ]
     lines += ["", "## Approvals", ""]
     if not r["approvals"]:
         lines.append("- none: the template was pre-approved")

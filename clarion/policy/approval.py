@@ -100,6 +100,21 @@ DEFAULT_RULES: dict[str, ApprovalRule] = {
             EscalationLevel(roles=[Role.ADMIN], after="10m"),
         ],
     ),
+    # Alert intake: launching a proposed broadcast, and sending its resolution notice.
+    "incident_launch": ApprovalRule(
+        category="incident_launch",
+        ladder=[
+            EscalationLevel(roles=[Role.INCIDENT_MANAGER], after="10m"),
+            EscalationLevel(roles=[Role.ADMIN], after="20m"),
+        ],
+    ),
+    "incident_resolution": ApprovalRule(
+        category="incident_resolution",
+        ladder=[
+            EscalationLevel(roles=[Role.INCIDENT_MANAGER], after="30m"),
+            EscalationLevel(roles=[Role.ADMIN], after="2h"),
+        ],
+    ),
 }
 
 

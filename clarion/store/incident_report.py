@@ -8,10 +8,11 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.errors import NotFound
+from clarion.store.incidents import incident_for_broadcast
 from clarion.store.tables import (
     ApprovalDecisionRecord,
     ApprovalRequest,
@@ -155,14 +156,22 @@ async def incident_report(session: AsyncSession, *, broadcast_id: str) -> dict[s
         for m in messages
     ]
 
+    alert = await incident_for_broadcast(session, broadcast_id)
+    subjects = [
+        and_(
+            ApprovalRequest.subject_kind == "broadcast", ApprovalRequest.subject_id == broadcast_id
+        )
+    ]
+    if alert is not None:  # opened by alerts: the launch and resolution proposals too
+        subjects.append(
+            and_(
+                ApprovalRequest.subject_kind == "incident",
+                ApprovalRequest.subject_id == alert["incident_id"],
+            )
+        )
     requests = (
         await session.execute(
-            select(ApprovalRequest)
-            .where(
-                ApprovalRequest.subject_kind == "broadcast",
-                ApprovalRequest.subject_id == broadcast_id,
-            )
-            .order_by(ApprovalRequest.created_at)
+            select(ApprovalRequest).where(or_(*subjects)).order_by(ApprovalRequest.created_at)
         )
     ).scalars()
     approvals = []
@@ -222,4 +231,25 @@ async def incident_report(session: AsyncSession, *, broadcast_id: str) -> dict[s
         "suppressed_by_reason": dict(suppressed.most_common()),
         "failed_by_reason": dict(failed.most_common()),
         "approvals": approvals,
+        "incident": None
+        if alert is None
+        else {
+            k: (v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in alert.items()
+            if k
+            in (
+                "incident_id",
+                "key",
+                "source",
+                "type",
+                "alerts",
+                "flaps",
+                "first_alert_at",
+                "confirmed_at",
+                "launched_at",
+                "alert_to_confirmed_s",
+                "confirmed_to_launch_s",
+                "alert_to_launch_s",
+            )
+        },
     }

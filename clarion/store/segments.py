@@ -52,6 +52,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 
@@ -802,3 +803,11 @@ class _Compiler(Generic[R]):
                 )
             )
         return _any(terms)
+
+
+async def count_segment(session: AsyncSession, expr: Expr | str) -> int:
+    """How many customers the segment selects (counted by the database)."""
+    assert session.bind is not None, "the session must be bound to the store's engine"
+    where = compile_segment(expr, session.bind.dialect.name)
+    found = await session.execute(select(func.count()).select_from(Customer).where(where))
+    return int(found.scalar_one())

@@ -428,3 +428,51 @@ class AgentTask(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class IncidentRecord(Base):
+    """An incident opened by operational alerts (the IncidentWorkflow's state, copied
+    after every change): its key, its status, and the times from first alert to launch."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_key", "key", "first_alert_at"),)
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(100), default="")
+    type: Mapped[str] = mapped_column(String(64), default="")
+    severity: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    affects: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(32))
+    alerts: Mapped[int] = mapped_column(Integer, default=0)
+    flaps: Mapped[int] = mapped_column(Integer, default=0)
+    first_alert_at: Mapped[datetime] = mapped_column()
+    recovered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    proposed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    launched_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    template: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    segment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    audience_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    broadcast_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    approved_by: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AlertRecord(Base):
+    """Every alert received, as it came (duplicates too)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_key", "key", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(16))
+    type: Mapped[str] = mapped_column(String(64), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    affects: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

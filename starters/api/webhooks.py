@@ -134,7 +134,7 @@ async def twilio_status(request: Request, x_twilio_signature: Signature = None) 
         and _is_message_workflow(update.workflow_id, update.message_id)
     ):
         temporal: Client = request.app.state.temporal
-        handle = temporal.get_workflow_handle_for(DeliverMessageWorkflow.run, update.workflow_id)
+        handle = temporal.get_workflow_handle(update.workflow_id)
         try:
             await handle.signal(
                 DeliverMessageWorkflow.provider_failed,
