@@ -18,13 +18,15 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clarion.config import Settings
 from clarion.crisis.models import Severity
 from clarion.errors import ClarionError, NotFound, ValidationFailed
 from clarion.models import Channel, ConsentStatus, Purpose
+from clarion.policy.alerts import KEY_PATTERN
 from clarion.policy.approval import Role
 from clarion.policy.timing import parse_duration
 from clarion.store import Store, repo
@@ -146,6 +148,27 @@ class BroadcastLaunched(BaseModel):
     broadcast_id: str
 
 
+class AlertBody(_Body):
+    source: str = Field(min_length=1, max_length=100, description="The system that alerts")
+    key: str = Field(
+        pattern=KEY_PATTERN, description="What is alerting: one incident per key at a time"
+    )
+    severity: Literal["critical", "major", "minor", "resolved", "ok"] = Field(
+        description="resolved (or ok) reports a recovery"
+    )
+    summary: str = Field(default="", max_length=300)
+    affects: str | None = Field(
+        default=None, min_length=1, max_length=2000, description="The affected customers"
+    )
+    type: str = Field(default="", max_length=64, description="The alert type in the rules")
+
+
+class AlertTaken(BaseModel):
+    key: str
+    workflow_id: str | None = Field(description="The incident's workflow; null: no open incident")
+    note: str = ""
+
+
 class Problem(BaseModel):
     error: str
     message: str
@@ -264,6 +287,17 @@ def _install_errors(app: FastAPI) -> None:
     for error, status, kind in SIMPLE_ERRORS:
         app.add_exception_handler(error, _simple(status, kind))
 
+    @app.exception_handler(WorkflowAlreadyStartedError)
+    async def _exists(request: Request, exc: WorkflowAlreadyStartedError) -> JSONResponse:
+        # E.g. a broadcast id that is taken: the running one is left alone.
+        return _problem(409, "conflict", f"{exc.workflow_id} exists already: choose another id")
+
+    @app.exception_handler(WorkflowUpdateFailedError)
+    async def _update_refused(request: Request, exc: WorkflowUpdateFailedError) -> JSONResponse:
+        # The workflow's validator refused (e.g. a follow-up before the broadcast dispatches).
+        why = str(getattr(exc.cause, "message", exc.cause))
+        return _problem(409, "refused", why)
+
     @app.exception_handler(RPCError)
     async def _rpc(request: Request, exc: RPCError) -> JSONResponse:
         if exc.status is RPCStatusCode.NOT_FOUND:
@@ -321,6 +355,7 @@ Operator = Annotated[Caller, Depends(require(Role.OPERATOR))]
 Approver = Annotated[Caller, Depends(require())]  # the approval gate checks the level's roles
 IncidentManager = Annotated[Caller, Depends(require(Role.INCIDENT_MANAGER))]
 Compliance = Annotated[Caller, Depends(require(Role.COMPLIANCE))]
+AlertSource = Annotated[Caller, Depends(require(Role.OPERATOR, Role.INCIDENT_MANAGER))]
 
 
 def _install_routes(app: FastAPI) -> None:
@@ -560,6 +595,37 @@ def _install_routes(app: FastAPI) -> None:
         """Resolve the incident: a last message, then the broadcast ends."""
         gen = await caller.clarion.broadcast(broadcast_id).resolve(body.template)
         return {"broadcast_id": broadcast_id, "generation": gen}
+
+    # -- alerts and incidents
+
+    @app.post("/v1/alerts", status_code=202, tags=["alerts"])
+    async def ingest_alert(body: AlertBody, caller: AlertSource) -> AlertTaken:
+        """Take an alert: a firing one opens or joins the incident of its key (debounced,
+        then proposed to the incident managers); resolved reports a recovery."""
+        receipt = await caller.clarion.ingest_alert(
+            source=body.source,
+            key=body.key,
+            severity=body.severity,
+            summary=body.summary,
+            affects=body.affects,
+            alert_type=body.type,
+        )
+        return AlertTaken(key=receipt.key, workflow_id=receipt.workflow_id, note=receipt.note)
+
+    @app.get("/v1/incidents", tags=["alerts"])
+    async def incidents(
+        caller: Viewer,
+        key: Annotated[str | None, Query(max_length=100)] = None,
+        status: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Incidents opened by alerts, newest first, with the time from alert to launch."""
+        return await caller.clarion.incidents(key=key, status=status, limit=limit)
+
+    @app.get("/v1/incidents/{incident_id}", tags=["alerts"])
+    async def incident(incident_id: PathId, caller: Viewer) -> dict[str, Any]:
+        """One incident: status, proposal, approvers and times."""
+        return await caller.clarion.incident(incident_id)
 
     # -- audit
 

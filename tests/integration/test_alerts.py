@@ -79,9 +79,7 @@ async def pending(clarion: ClarionClient, incident_id: str, category: str):  # t
 
     async def opened() -> bool:
         found[:] = [
-            r
-            for r in await requests_for(clarion, incident_id, "pending")
-            if r.category == category
+            r for r in await requests_for(clarion, incident_id, "pending") if r.category == category
         ]
         return bool(found)
 

@@ -201,3 +201,36 @@ async def test_overlong_ids_in_paths_are_refused(api: httpx.AsyncClient, stack: 
         response = await api.get(path, headers=auth(token))
         assert response.status_code == 422, (path, response.text)
         assert response.json()["field"] in ("message_id", "request_id", "broadcast_id")
+
+
+async def test_alerts_open_incidents(api: httpx.AsyncClient, stack: Stack) -> None:
+    source = await token_for(stack, "operator")
+    viewer = await token_for(stack, "viewer")
+    key = f"api.{uid('k')}"
+    alert = {"source": "monitor", "key": key, "severity": "critical", "summary": "DB down"}
+    refused = await api.post("/v1/alerts", json=alert, headers=auth(viewer))
+    assert refused.status_code == 403
+    bad = await api.post("/v1/alerts", json={**alert, "severity": "loud"}, headers=auth(source))
+    assert bad.status_code == 422 and bad.json()["field"] == "severity", bad.text
+    assert bad.json()["value"] == "loud"
+    bad = await api.post("/v1/alerts", json={**alert, "affects": "a =="}, headers=auth(source))
+    assert bad.status_code == 422 and bad.json()["field"] == "affects", bad.text
+    taken = await api.post("/v1/alerts", json=alert, headers=auth(source))
+    assert taken.status_code == 202, taken.text
+    assert taken.json() == {"key": key, "workflow_id": f"alert:{key}", "note": ""}
+
+    # No alert types are configured here: the incident is confirmed, nothing to propose.
+    async def recorded() -> bool:
+        found = await api.get("/v1/incidents", params={"key": key}, headers=auth(viewer))
+        return found.status_code == 200 and [i["status"] for i in found.json()] == ["unmapped"]
+
+    await wait_until(recorded, within=20, what="the incident to be recorded")
+    [listed] = (await api.get("/v1/incidents", params={"key": key}, headers=auth(viewer))).json()
+    one = await api.get(f"/v1/incidents/{listed['incident_id']}", headers=auth(viewer))
+    assert one.status_code == 200 and one.json()["key"] == key and one.json()["alerts"] == 1
+    missing = await api.get("/v1/incidents/inc-none", headers=auth(viewer))
+    assert missing.status_code == 404
+    recovered = await api.post(
+        "/v1/alerts", json={**alert, "severity": "resolved"}, headers=auth(source)
+    )
+    assert recovered.status_code == 202 and recovered.json()["workflow_id"] == f"alert:{key}"

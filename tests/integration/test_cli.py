@@ -476,3 +476,46 @@ async def test_consent_unsubscribe_token_from_the_command_line(stack: Stack) -> 
 
 # Processes, HTTP and the browser over a store: SQLite is enough (see conftest.py).
 pytestmark = pytest.mark.sqlite_only
+
+
+async def test_alerts_from_the_command_line(stack: Stack, tmp_path: Path) -> None:
+    target = stack.client.service_client.config.target_host
+    settings = stack.settings.model_copy(update={"temporal_address": target})
+    key = f"cli.{uid('k')}"
+    bad = await run_cli(
+        settings, "alerts", "ingest", "--source", "m", "--key", key, "--severity", "loud"
+    )
+    assert bad.code == 2 and "severity='loud'" in bad.stderr, bad
+    bad = await run_cli(
+        settings, "alerts", "ingest", "--source", "m", "--key", key, "--severity", "major",
+        "--affects", "region ==",
+    )  # fmt: skip
+    assert bad.code == 2 and "affects=" in bad.stderr, bad
+    taken = await run_cli(
+        settings, "alerts", "ingest", "--source", "m", "--key", key, "--severity", "critical",
+        "--summary", "Payments down", "--json",
+    )  # fmt: skip
+    assert taken.code == 0, taken
+    assert json.loads(taken.stdout) == {"key": key, "workflow_id": f"alert:{key}", "note": ""}
+
+    async def listed() -> list[dict[str, object]]:
+        result = await run_cli(settings, "alerts", "incidents", "--key", key, "--json")
+        assert result.code == 0, result
+        found: list[dict[str, object]] = json.loads(result.stdout)
+        return found if found and found[0]["status"] == "unmapped" else []
+
+    found: list[dict[str, object]] = []
+    for _ in range(60):
+        found = await listed()
+        if found:
+            break
+        await asyncio.sleep(0.5)
+    assert found and found[0]["summary"] == "Payments down", found
+    shown = await run_cli(settings, "alerts", "show", str(found[0]["incident_id"]))
+    assert shown.code == 0 and "status: unmapped" in shown.stdout, shown
+    missing = await run_cli(settings, "alerts", "show", "inc-none")
+    assert missing.code == 1 and "unknown incident" in missing.stderr, missing
+    gone = await run_cli(
+        settings, "alerts", "ingest", "--source", "m", "--key", f"{key}-x", "--severity", "ok"
+    )
+    assert gone.code == 0 and "no open incident" in gone.stdout, gone
