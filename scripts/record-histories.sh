@@ -9,5 +9,7 @@ CLARION_RECORD_HISTORIES=1 .venv/bin/python -m pytest -q -p no:randomly \
   tests/integration/test_example_journeys.py \
   tests/integration/test_compliance_timers.py::test_marketing_text_in_quiet_hours_waits_for_the_morning_there \
   tests/integration/test_erasure.py::test_erasure_mid_journey \
+  tests/integration/test_alerts.py::test_flapping_alert_sends_nothing \
+  tests/integration/test_alerts.py::test_sustained_alert_one_proposal_then_launch_and_resolution \
   tests/integration/test_webhooks.py::test_a_failed_sms_falls_back_to_the_next_channel
 ls -l tests/data/histories/

@@ -9,6 +9,8 @@ The worker reads tests/data/alerts/fast.yaml: a minor or major alert must keep f
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +31,15 @@ from tests.support.processes import wait_until
 from tests.support.smtp_server import SmtpServer
 
 RULES = ROOT / "tests" / "data" / "alerts" / "fast.yaml"
+
+
+async def record_history(stack: Stack, key: str, name: str) -> None:
+    """Keep the incident's history for the replay test (scripts/record-histories.sh)."""
+    if os.environ.get("CLARION_RECORD_HISTORIES") == "1" and "sqlite" in stack.store.url:
+        history = await stack.client.get_workflow_handle(f"alert:{key}").fetch_history()
+        (ROOT / "tests" / "data" / "histories" / f"{name}.json").write_text(
+            json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        )
 
 
 @pytest.fixture
@@ -106,6 +117,7 @@ async def test_flapping_alert_sends_nothing(alerts: Stack) -> None:
         await alerts.clarion.ingest_alert(source="monitor", key=key, severity="resolved")
         await asyncio.sleep(0.6)
     state = await status(alerts, key, IncidentStatus.CLEARED)
+    await record_history(alerts, key, "incident_flapping")
     assert state.alerts == 8 and state.flaps == 3, state
     assert state.confirmed_at is None and state.proposed_at is None
     assert await requests_for(alerts.clarion, state.incident_id, None) == []
@@ -168,6 +180,7 @@ async def test_sustained_alert_one_proposal_then_launch_and_resolution(alerts: S
     assert resolution.template == "crisis-resolved"
     await manager.approve(resolution.id)
     state = await status(alerts, key, IncidentStatus.RESOLVED)
+    await record_history(alerts, key, "incident_resolved")
     assert state.ended_at is not None
     final = await alerts.clarion.broadcast(state.broadcast_id).result()
     assert final.state is BroadcastState.RESOLVED
