@@ -333,6 +333,31 @@ class ClarionClient:
         async with self.store.session() as session:
             return await incident_report(session, broadcast_id=broadcast_id)
 
+    async def delivery_report(
+        self,
+        since: datetime | str = "7d",
+        until: datetime | str | None = None,
+        by: Iterable[str] = ("template", "channel"),
+        *,
+        refresh: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Delivery analytics (docs/measurement.md): the groups `clarion report
+        deliveries --json` prints, with the prices of CLARION_PRICE_*. ``since`` and
+        ``until``: datetimes, ISO-8601 text, or ``7d`` / ``24h`` ago; ``until`` None: now.
+        ValidationFailed names a bad field (since, until, by)."""
+        from clarion.store.reports import delivery_report, resolve_time
+
+        await self.acting_as(Role.VIEWER, Role.OPERATOR, Role.INCIDENT_MANAGER, Role.COMPLIANCE)
+        now = datetime.now(UTC)
+        start = resolve_time(since, "since", now)
+        end = now if until is None else resolve_time(until, "until", now)
+        s = self.settings
+        prices = {"email": s.price_email, "sms": s.price_sms, "voice": s.price_voice}
+        async with self.store.session() as session:
+            return await delivery_report(
+                session, since=start, until=end, by=list(by), prices=prices, refresh=refresh
+            )
+
     # ---------------------------------------------------------------- erasure
 
     async def erase_customer(

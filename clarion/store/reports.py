@@ -385,6 +385,25 @@ async def _rolled_cells(
 # ------------------------------------------------------------------ the report
 
 
+def resolve_time(value: datetime | str, field: str, now: datetime) -> datetime:
+    """A datetime (naive is UTC), or text: ``7d`` / ``24h`` (that long before ``now``) or
+    an ISO-8601 time. ValidationFailed naming ``field`` otherwise."""
+    from clarion.policy.timing import DurationError, parse_duration
+
+    if isinstance(value, str):
+        try:
+            return now - parse_duration(value)
+        except DurationError:
+            pass
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationFailed(
+                field, value, "use a duration such as 7d or 24h, or an ISO-8601 time"
+            ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _group(names: Sequence[str], key: tuple[Any, ...]) -> dict[str, Any]:
     return {
         **dict(zip(names, key, strict=True)),
@@ -416,7 +435,9 @@ async def delivery_report(
     in a transaction yet). ``rollup=False`` computes everything from the deliveries
     (slow on big stores; the tests compare both)."""
     if since >= until:
-        raise ValidationFailed("since", since.isoformat(), "must be before until")
+        raise ValidationFailed(
+            "since", since.isoformat(), f"must be before until ({until.isoformat()})"
+        )
     names = list(dict.fromkeys(by))
     for name in names:
         if name not in DIMENSIONS:
