@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, update
+from temporalio.testing import WorkflowEnvironment
 
 from clarion.errors import ValidationFailed
 from clarion.store import Store
 from clarion.store.reports import delivery_report, refresh_rollup
 from clarion.store.tables import Delivery, utcnow
+from starters.sdk import ClarionClient
 from tests.conftest import make_settings, uid
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.processes import run_cli
@@ -328,3 +330,40 @@ async def test_report_deliveries_cli(
     refreshed = await run_cli(settings, "report", "refresh", "--json")
     assert refreshed.code == 0, refreshed
     assert json.loads(refreshed.stdout)["rolled_until"] == datetime.now(UTC).date().isoformat()
+
+
+async def test_the_sdk_returns_the_groups_the_cli_prints(
+    temporal_env: WorkflowEnvironment,
+    store: Store,
+    smtp_server: SmtpServer,
+    fake_twilio: FakeTwilio,
+    tmp_path: Path,
+) -> None:
+    template = uid("out")
+    await seed_outcomes(store, template)
+    settings = make_settings(
+        tmp_path, store, smtp_server, fake_twilio, task_queue="unused", price_sms=0.05
+    )
+    since, until = OUTCOME_DAY.isoformat(), (OUTCOME_DAY + timedelta(days=2)).isoformat()
+    clarion = ClarionClient(temporal_env.client, settings, store=store)
+    groups = await clarion.delivery_report(since, until, by=["template", "journey", "channel"])
+    cli = await run_cli(
+        settings,
+        "report",
+        "deliveries",
+        *("--since", since, "--until", until, "--by", "template,journey,channel", "--json"),
+    )
+    assert cli.code == 0, cli
+    assert json.loads(cli.stdout)["groups"] == json.loads(json.dumps(groups))
+    ours = [g for g in groups if g["template"] == template]
+    assert [(g["journey"], g["channel"], g["attempted"]) for g in ours] == [
+        ("", "sms", 4),
+        ("welcome", "email", 1),
+        ("welcome", "sms", 7),
+    ]
+    with pytest.raises(ValidationFailed) as bad:
+        await clarion.delivery_report("7d", by=["colour"])
+    assert (bad.value.field, bad.value.value) == ("by", "colour")
+    with pytest.raises(ValidationFailed) as bad_since:
+        await clarion.delivery_report("yesterday")
+    assert bad_since.value.field == "since"
