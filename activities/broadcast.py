@@ -643,6 +643,9 @@ class BroadcastActivities:
                         "created_at": now,
                         "updated_at": now,
                         "sent_at": now,
+                        "segment": ""
+                        if plan.customer is None
+                        else repo.segment_of(plan.customer, self.settings.report_segment_attribute),
                     }
                 )
                 audits.append(
