@@ -49,7 +49,10 @@ app = typer.Typer(
 customers_app = typer.Typer(help="Import and inspect customers.", no_args_is_help=True)
 templates_app = typer.Typer(help="Publish and list message templates.", no_args_is_help=True)
 consent_app = typer.Typer(help="Record consent in the ledger.", no_args_is_help=True)
-report_app = typer.Typer(help="Measurement: journey funnels and A/B results.", no_args_is_help=True)
+report_app = typer.Typer(
+    help="Measurement: delivery analytics, journey funnels and A/B results.",
+    no_args_is_help=True,
+)
 retention_app = typer.Typer(
     help="Purge message bodies and delivery details past their retention.", no_args_is_help=True
 )
