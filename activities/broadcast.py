@@ -601,6 +601,7 @@ class BroadcastActivities:
         now = utcnow()
         reached: dict[str, list[int]] = defaultdict(list)  # channel -> seqs
         escalated: list[int] = []
+        followed: list[str] = []  # message ids an escalation follows up (they fell back)
         others: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
@@ -623,6 +624,12 @@ class BroadcastActivities:
                 channel = plan.sent_channel.value
                 # An escalation notes the attempt and leaves the delivery state alone.
                 (escalated if data.escalate else reached[channel]).append(r.seq)
+                if data.escalate:  # the message it follows up: the one the recipient got
+                    followed.append(
+                        broadcast_message_id(
+                            data.broadcast_id, r.gen_sent, r.customer_external_id, False
+                        )
+                    )
                 tally.add(data.tier, channel, "sent")
                 tally.possible_duplicates += plan.duplicate
                 deliveries.append(
@@ -643,6 +650,9 @@ class BroadcastActivities:
                         "created_at": now,
                         "updated_at": now,
                         "sent_at": now,
+                        "segment": ""
+                        if plan.customer is None
+                        else repo.segment_of(plan.customer, self.settings.report_segment_attribute),
                     }
                 )
                 audits.append(
@@ -696,6 +706,14 @@ class BroadcastActivities:
             dialect = self.store.engine.dialect.name
             if deliveries:
                 await session.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
+            if followed:
+                # Delivery analytics: the message nobody acknowledged fell back to the call.
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.message_id.in_(followed), Delivery.fell_back.is_(False))
+                    .values(fell_back=True, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
             if audits:
                 # Sealed into the audit chain as this transaction commits, after the rows
                 # the conflict clause skipped are gone: no hole in the chain.

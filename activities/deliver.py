@@ -371,9 +371,16 @@ class DeliveryActivities:
                         status=DeliveryStatus.SENDING.value,
                         provider=provider.name,
                         tries=0,
+                        journey=data.journey[:100],
                     )
                     session.add(delivery)
+                    # An earlier channel of this message was attempted: it fell back.
+                    await repo.mark_fell_back(session, message_id=mid, except_attempt=attempt)
                 customer = await repo.require_customer(session, external_id=data.customer_id)
+                if not delivery.segment:
+                    delivery.segment = repo.segment_of(
+                        customer, self.settings.report_segment_attribute
+                    )
                 decision = await self._consent(
                     session, customer, channel, data.purpose, data.category
                 )
@@ -603,6 +610,12 @@ class DeliveryActivities:
             OutcomeStatus.SUPPRESSED: AuditKind.UNDELIVERABLE,
         }[outcome.status]
         async with self.store.transaction() as session:
+            if outcome.acknowledged_by is not None and outcome.channel is not None:
+                await repo.mark_acknowledged(
+                    session,
+                    attempt=repo.attempt_id(outcome.message_id, outcome.channel),
+                    at=utcnow(),
+                )
             await repo.append_audit(
                 session,
                 kind=kind,

@@ -1,4 +1,5 @@
-"""Activity of the Retention workflow: purge the store and the local outbox."""
+"""Activity of the Retention workflow: purge the store and the local outbox, then bring
+the delivery reports' rollup up to date."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from clarion.logging import get_logger
 from clarion.models import AuditKind, PurgeInput, RetentionReport
 from clarion.store import Store, repo
 from clarion.store import retention as retention_repo
+from clarion.store.reports import refresh_rollup
 
 log = get_logger(__name__)
 
@@ -50,4 +52,9 @@ class RetentionActivities:
                 dedupe_key=f"retention:{info.workflow_id}:{info.workflow_run_id}",
             )
         log.info("retention purge", workflow_id=info.workflow_id, cutoff=data.cutoff, rows=rows)
+        # The daily schedule also keeps the delivery reports' rollup fresh: yesterday, and
+        # the days whose details the purge just cleared.
+        async with self.store.transaction() as session:
+            rolled = await refresh_rollup(session)
+        log.info("delivery rollup refreshed by retention", days=len(rolled.days))
         return RetentionReport(cutoff=data.cutoff, rows=rows)

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     price_email: float = Field(default=0.0, ge=0)
     price_sms: float = Field(default=0.0, ge=0)
     price_voice: float = Field(default=0.0, ge=0)
+    # Reports by customer segment: the customer attribute whose value (at the time of the
+    # attempt) is the segment; "" when the customer has no such attribute.
+    report_segment_attribute: str = "tier"
+    # An SMS STOP is counted as an opt-out after the customer's latest SMS sent within
+    # this many days (none within it: no delivery is blamed).
+    report_stop_window_days: int = Field(default=7, ge=0, le=365)
     # Signed acknowledgement links in crisis emails: the secret that signs them and the
     # public address of Clarion's API that receives the click (<base>/ack/<token>).
     ack_secret: SecretStr = SecretStr("")

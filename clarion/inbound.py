@@ -17,7 +17,7 @@ Each consent change is a ledger record (source ``sms_keyword``) and an audit eve
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -73,6 +73,15 @@ async def handle_inbound_sms(
             acked = await broadcast_repo.ack_by_phone(session, phone=phone, at=now)
             return replace(result, acknowledged=acked)
         for customer in customers:
+            if keyword.action is KeywordAction.OPT_OUT:
+                # Delivery analytics: the customer's latest SMS within the window led to it.
+                await repo.mark_opted_out(
+                    session,
+                    at=now,
+                    channel=Channel.SMS,
+                    customer_external_id=customer.external_id,
+                    since=now - timedelta(days=settings.report_stop_window_days),
+                )
             facts = await repo.consent_facts(session, customer=customer)
             for purpose in Purpose:
                 if keyword.action is KeywordAction.OPT_OUT:

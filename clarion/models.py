@@ -93,6 +93,8 @@ class DeliverMessageInput(_Payload):
     # channel delivered, the next channel of the ladder is tried; after the last one, a
     # human agent gets a task.
     acknowledge_within: str | None = None
+    # The journey that sends it ("" for a message on its own), for delivery analytics.
+    journey: str = ""
 
     @field_validator("acknowledge_within")
     @classmethod
@@ -154,6 +156,7 @@ class SendInput(_Payload):
     fallback_reason: str = ""
     category: str = ""  # the template's category (safety overrides)
     decided_at: datetime | None = None  # the workflow's clock when it asked (caps)
+    journey: str = ""  # the journey that sends it, recorded on the delivery
 
 
 class SendResult(_Payload):

@@ -4,7 +4,9 @@ Twilio reports each SMS as it moves on (queued, sent, delivered, or undelivered 
 failed). :func:`record_provider_status` finds the delivery by the provider's message id,
 keeps the furthest status reached and appends an audit event. Callbacks may repeat and
 arrive out of order: a status that is not further along than the one recorded changes
-nothing, so a delivered message is never downgraded.
+nothing, so a delivered message is never downgraded. The first "delivered" (or "read")
+sets the delivery's ``delivered_at``, which the delivery reports count. Email has no
+such receipt: its deliveries are never counted delivered.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ RANK: dict[str, int] = {
     "read": 6,
 }
 FAILURES = frozenset({"undelivered", "failed"})
+# The provider's receipt that the message arrived (delivery analytics: delivered_at).
+DELIVERED = frozenset({"delivered", "read"})
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,9 @@ async def record_provider_status(
         if not changed:
             return update
         delivery.provider_status = status
-        delivery.updated_at = at or utcnow()
+        delivery.updated_at = utcnow()  # the rollup of the reports looks for changed rows
+        if status in DELIVERED and delivery.delivered_at is None:
+            delivery.delivered_at = at or utcnow()
         if status in FAILURES:
             delivery.error = f"{provider} reported {status}" + (
                 f" (error {error_code})" if error_code else ""

@@ -117,4 +117,8 @@ async def apply_unsubscribe(
             reason="one-click unsubscribe",
             detail={"purpose": claim.purpose.value, "status": ConsentStatus.REVOKED.value},
         )
+        # Delivery analytics: the message that carried the link led to the opt-out.
+        await repo.mark_opted_out(
+            session, at=now, message_id=claim.message_id, channel=claim.channel
+        )
     return claim

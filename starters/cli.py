@@ -49,7 +49,10 @@ app = typer.Typer(
 customers_app = typer.Typer(help="Import and inspect customers.", no_args_is_help=True)
 templates_app = typer.Typer(help="Publish and list message templates.", no_args_is_help=True)
 consent_app = typer.Typer(help="Record consent in the ledger.", no_args_is_help=True)
-report_app = typer.Typer(help="Measurement: journey funnels and A/B results.", no_args_is_help=True)
+report_app = typer.Typer(
+    help="Measurement: delivery analytics, journey funnels and A/B results.",
+    no_args_is_help=True,
+)
 retention_app = typer.Typer(
     help="Purge message bodies and delivery details past their retention.", no_args_is_help=True
 )
@@ -472,40 +475,43 @@ def customers_import(
         raise typer.Exit(1)
 
 
-def _since(value: str, option: str) -> datetime:
-    """``7d`` / ``12h`` (that long ago) or an ISO-8601 time; Fail(2) naming the option."""
-    from clarion.policy.timing import DurationError, parse_duration
-
-    try:
-        return datetime.now(UTC) - parse_duration(value)
-    except DurationError:
-        pass
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise Fail(
-            f"{option}: {value!r}: use a duration such as 7d or 12h, or an ISO-8601 time", 2
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+REPORT_COLUMNS = [
+    "attempted", "sent", "failed", "suppressed", "deferred", "sending",
+    "delivered", "fell_back", "acknowledged", "opted_out_after",
+    "median_time_to_send_s", "p95_time_to_send_s",
+    "median_time_to_deliver_s", "p95_time_to_deliver_s",
+    "cost", "cost_per_sent", "cost_per_delivered", "cost_per_acknowledged",
+]  # fmt: skip
 
 
 @report_app.command("deliveries")
 def report_deliveries(
-    since: Annotated[str, typer.Option("--since", help="7d, 12h or an ISO-8601 time")] = "7d",
-    until: Annotated[str | None, typer.Option("--until", help="Default: now")] = None,
+    since: Annotated[str, typer.Option("--since", help="7d, 24h or an ISO-8601 time")] = "7d",
+    until: Annotated[
+        str | None, typer.Option("--until", help="Default: now (same forms as --since)")
+    ] = None,
     by: Annotated[
-        str, typer.Option("--by", help="Comma-separated: template,version,channel,purpose,day")
+        str,
+        typer.Option(
+            "--by",
+            help="Comma-separated: template,version,channel,purpose,journey,segment,day",
+        ),
     ] = "template,channel",
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV for spreadsheets.")] = False,
 ) -> None:
-    """Delivery analytics: attempted, sent, failed, suppressed (by reason), time to send
-    (median, p95) and cost, per group."""
-    from clarion.store.reports import delivery_report
+    """Delivery analytics per group: attempted, sent, delivered, failed and suppressed (by
+    reason), fell back, acknowledged, opted out after; time to send and to deliver (median,
+    p95); cost, per message and per outcome. See docs/measurement.md."""
+    from clarion.store.reports import delivery_report, resolve_time
 
     s = settings()
-    start = _since(since, "--since")
-    end = _since(until, "--until") if until else datetime.now(UTC)
+    now = datetime.now(UTC)
+    try:
+        start = resolve_time(since, "since", now)
+        end = resolve_time(until, "until", now) if until else now
+    except ValidationFailed as exc:
+        raise Fail(f"--{exc.field}: {exc.value!r}: {exc.problem}", 2) from exc
     dims = [d.strip() for d in by.split(",") if d.strip()]
     prices = {"email": s.price_email, "sms": s.price_sms, "voice": s.price_voice}
 
@@ -520,20 +526,47 @@ def report_deliveries(
     if as_json:
         print_json({"since": start.isoformat(), "until": end.isoformat(), "groups": rows})
         return
-    columns = [*dims, "attempted", "sent", "failed", "suppressed", "deferred", "sending",
-               "median_time_to_send_s", "p95_time_to_send_s", "cost", "cost_per_sent"]  # fmt: skip
+    columns = [*dims, *REPORT_COLUMNS]
     if as_csv:
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
+        writer.writerow([*columns, "failed_by_reason", "suppressed_by_reason"])
         for row in rows:
-            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+            writer.writerow(
+                [
+                    *("" if row.get(c) is None else row.get(c) for c in columns),
+                    json.dumps(row["failed_by_reason"], sort_keys=True),
+                    json.dumps(row["suppressed_by_reason"], sort_keys=True),
+                ]
+            )
         return
     table = Table(*columns)
     for row in rows:
         table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
     out.print(table)
+
+
+@report_app.command("refresh")
+def report_refresh(as_json: JsonOpt = False) -> None:
+    """Bring the rollup of the delivery reports up to date now (reports do it too)."""
+    from clarion.store.reports import refresh_rollup
+
+    async def main(store: Store) -> dict[str, Any]:
+        async with store.transaction() as session:
+            result = await refresh_rollup(session)
+        return {"days": result.days, "rows": result.rows, "rolled_until": result.rolled_until}
+
+    result = run(with_store(settings(), main))
+    if as_json:
+        print_json(result)
+        return
+    days = result["days"]
+    span = f" ({days[0]} .. {days[-1]})" if days else ""
+    err.print(
+        f"{len(days)} days recomputed{span}, {result['rows']} rollup rows; "
+        f"every day before {result['rolled_until']} is rolled up"
+    )
 
 
 @report_app.command("journey")

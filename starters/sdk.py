@@ -325,8 +325,8 @@ class ClarionClient:
         raise ApprovalRefused(why)
 
     def get_message(self, message_id: str) -> MessageHandle:
-        handle = self.temporal.get_workflow_handle_for(
-            DeliverMessageWorkflow.run, workflow_id_for_message(message_id)
+        handle: WorkflowHandle[Any, DeliveryOutcome] = self.temporal.get_workflow_handle(
+            workflow_id_for_message(message_id), result_type=DeliveryOutcome
         )
         return MessageHandle(handle, message_id)
 
@@ -337,6 +337,31 @@ class ClarionClient:
         await self.acting_as(Role.VIEWER, Role.OPERATOR, Role.INCIDENT_MANAGER, Role.COMPLIANCE)
         async with self.store.session() as session:
             return await incident_report(session, broadcast_id=broadcast_id)
+
+    async def delivery_report(
+        self,
+        since: datetime | str = "7d",
+        until: datetime | str | None = None,
+        by: Iterable[str] = ("template", "channel"),
+        *,
+        refresh: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Delivery analytics (docs/measurement.md): the groups `clarion report
+        deliveries --json` prints, with the prices of CLARION_PRICE_*. ``since`` and
+        ``until``: datetimes, ISO-8601 text, or ``7d`` / ``24h`` ago; ``until`` None: now.
+        ValidationFailed names a bad field (since, until, by)."""
+        from clarion.store.reports import delivery_report, resolve_time
+
+        await self.acting_as(Role.VIEWER, Role.OPERATOR, Role.INCIDENT_MANAGER, Role.COMPLIANCE)
+        now = datetime.now(UTC)
+        start = resolve_time(since, "since", now)
+        end = now if until is None else resolve_time(until, "until", now)
+        s = self.settings
+        prices = {"email": s.price_email, "sms": s.price_sms, "voice": s.price_voice}
+        async with self.store.session() as session:
+            return await delivery_report(
+                session, since=start, until=end, by=list(by), prices=prices, refresh=refresh
+            )
 
     # ---------------------------------------------------------------- erasure
 
@@ -368,8 +393,8 @@ class ClarionClient:
         return ErasureHandle(handle, request.request_id)
 
     def get_erasure(self, request_id: str) -> ErasureHandle:
-        handle = self.temporal.get_workflow_handle_for(
-            ErasureWorkflow.run, erasure_workflow_id(request_id)
+        handle: WorkflowHandle[Any, ErasureReceipt] = self.temporal.get_workflow_handle(
+            erasure_workflow_id(request_id), result_type=ErasureReceipt
         )
         return ErasureHandle(handle, request_id)
 
@@ -608,8 +633,8 @@ class ClarionClient:
 
     async def incident_state(self, key: str) -> IncidentState:
         """The live state of the key's incident (its latest one, open or ended)."""
-        handle = self.temporal.get_workflow_handle_for(
-            IncidentWorkflow.run, incident_workflow_id(key)
+        handle: WorkflowHandle[Any, IncidentState] = self.temporal.get_workflow_handle(
+            incident_workflow_id(key), result_type=IncidentState
         )
         try:
             return await handle.query(IncidentWorkflow.state)
@@ -632,8 +657,8 @@ class ClarionClient:
             return await incidents_repo.get_incident(session, incident_id)
 
     def broadcast(self, broadcast_id: str) -> BroadcastHandle:
-        handle = self.temporal.get_workflow_handle_for(
-            CrisisBroadcastWorkflow.run, broadcast_workflow_id(broadcast_id)
+        handle: WorkflowHandle[Any, BroadcastProgress] = self.temporal.get_workflow_handle(
+            broadcast_workflow_id(broadcast_id), result_type=BroadcastProgress
         )
         return BroadcastHandle(handle, broadcast_id, self)
 

@@ -172,6 +172,7 @@ class DeliverMessageWorkflow:
                             fallback_reason=fallback_reason,
                             category=prepared.category,
                             decided_at=workflow.now(),
+                            journey=req.journey,
                         ),
                         start_to_close_timeout=SEND_ATTEMPT_TIMEOUT,
                         heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,

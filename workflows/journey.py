@@ -412,6 +412,7 @@ class JourneyWorkflow:
                     purpose=step.send.purpose,
                     channels=step.send.channels,
                     context=context,
+                    journey=s.journey,
                 ),
                 id=f"message:{message_id}",
             )

@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.store.tables import Broadcast, BroadcastRecipient, ContactPoint, Customer
+from clarion.store import repo
+from clarion.store.tables import Broadcast, BroadcastRecipient, ContactPoint, Customer, Delivery
 
 ACTIVE = ("dispatching", "active")
 
@@ -26,7 +27,24 @@ async def record_ack(
         .values(acked_at=at)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    # Delivery analytics: the broadcast's latest message the recipient was sent.
+    latest = (
+        await session.execute(
+            select(Delivery.attempt_id)
+            .where(
+                Delivery.customer_external_id == customer_id,
+                Delivery.message_id.startswith(f"crisis-{broadcast_id}-g", autoescape=True),
+                Delivery.status == "sent",
+            )
+            .order_by(Delivery.sent_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if latest is not None:
+        await repo.mark_acknowledged(session, attempt=latest, at=at)
+    return True
 
 
 async def ack_by_phone(session: AsyncSession, *, phone: str, at: datetime) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    try:  # the delivery reports' histograms need ln() and floor()
+        cursor.execute("SELECT ln(2.0), floor(2.5)")
+    except Exception:  # SQLite built without its math functions
+        dbapi_connection.create_function("ln", 1, _ln, deterministic=True)
+        dbapi_connection.create_function("floor", 1, _floor, deterministic=True)
     cursor.close()
+
+
+def _ln(x: float | None) -> float | None:
+    return None if x is None or x <= 0 else math.log(x)
+
+
+def _floor(x: float | None) -> int | None:
+    return None if x is None else math.floor(x)
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.customers import CustomerRecord
@@ -408,6 +408,79 @@ async def set_delivery_status(
     if status is DeliveryStatus.SENT:
         delivery.sent_at = utcnow()
     await session.flush()
+
+
+# ------------------------------------------------- delivery outcomes (reports)
+# Each write moves updated_at too: the report rollup recomputes the days it touches.
+
+
+def segment_of(customer: Customer | CustomerSnapshot, attribute: str) -> str:
+    """The customer's segment for reports: the value of ``attribute``, "" without it."""
+    value = (customer.attributes or {}).get(attribute) if attribute else None
+    return "" if value is None else str(value)[:100]
+
+
+async def mark_fell_back(session: AsyncSession, *, message_id: str, except_attempt: str) -> int:
+    """A later channel of the message is being attempted: the earlier attempts fell back."""
+    result = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.message_id == message_id,
+            Delivery.attempt_id != except_attempt,
+            Delivery.fell_back.is_(False),
+        )
+        .values(fell_back=True, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def mark_acknowledged(session: AsyncSession, *, attempt: str, at: datetime) -> bool:
+    """The message was acknowledged after this attempt (the first acknowledgement counts)."""
+    result = await session.execute(
+        update(Delivery)
+        .where(Delivery.attempt_id == attempt, Delivery.acked_at.is_(None))
+        .values(acked_at=at, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def mark_opted_out(
+    session: AsyncSession,
+    *,
+    at: datetime,
+    message_id: str | None = None,
+    channel: Channel | None = None,
+    customer_external_id: str | None = None,
+    since: datetime | None = None,
+) -> str | None:
+    """Attribute an opt-out to one delivery: the attempt of ``message_id`` on ``channel``
+    (one-click unsubscribe), or the customer's latest delivery sent on ``channel`` since
+    ``since`` (an SMS STOP). Returns the attempt id, None when none qualifies."""
+    query = select(Delivery.attempt_id).where(
+        Delivery.status == DeliveryStatus.SENT.value, Delivery.opted_out_at.is_(None)
+    )
+    if channel is not None:
+        query = query.where(Delivery.channel == channel.value)
+    if message_id is not None:
+        query = query.where(Delivery.message_id == message_id)
+    if customer_external_id is not None:
+        query = query.where(Delivery.customer_external_id == customer_external_id)
+    if since is not None:
+        query = query.where(Delivery.sent_at >= since, Delivery.sent_at <= at)
+    found = (
+        await session.execute(query.order_by(Delivery.sent_at.desc()).limit(1))
+    ).scalar_one_or_none()
+    if found is None:
+        return None
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.attempt_id == found)
+        .values(opted_out_at=at, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return str(found)
 
 
 # ---------------------------------------------------------------- audit

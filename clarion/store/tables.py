@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -136,6 +137,7 @@ class Delivery(Base):
     """One row per message attempt on one channel, keyed by ``{message_id}:{channel}``."""
 
     __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_created_at", "created_at"),)
 
     attempt_id: Mapped[str] = mapped_column(String(240), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(200), index=True)
@@ -154,8 +156,52 @@ class Delivery(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     tries: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Outcomes, for delivery analytics (clarion/store/reports.py). Every write that sets
+    # one also moves updated_at, which is how the rollup finds the days to recompute.
+    journey: Mapped[str] = mapped_column(String(100), default="")  # "" outside journeys
+    # The customer's segment when the attempt started (CLARION_REPORT_SEGMENT_ATTRIBUTE).
+    segment: Mapped[str] = mapped_column(String(100), default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)  # provider receipt
+    acked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    fell_back: Mapped[bool] = mapped_column(Boolean, default=False)  # a later channel tried
+    opted_out_at: Mapped[datetime | None] = mapped_column(nullable=True)  # attributed to it
+
+
+class DeliveryRollup(Base):
+    """Delivery counts per UTC day of the attempts' start and every report dimension,
+    with log-bucket histograms of the seconds to send and to deliver (reports.py)."""
+
+    __tablename__ = "delivery_rollup"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)  # YYYY-MM-DD (UTC)
+    template: Mapped[str] = mapped_column(String(100))
+    template_version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(String(32))
+    journey: Mapped[str] = mapped_column(String(100))
+    segment: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    attempted: Mapped[int] = mapped_column(Integer)
+    delivered: Mapped[int] = mapped_column(Integer)
+    fell_back: Mapped[int] = mapped_column(Integer)
+    acknowledged: Mapped[int] = mapped_column(Integer)
+    opted_out: Mapped[int] = mapped_column(Integer)
+    send_hist: Mapped[dict[str, Any]] = mapped_column()  # {bucket: count}
+    deliver_hist: Mapped[dict[str, Any]] = mapped_column()
+
+
+class DeliveryRollupState(Base):
+    """One row: the rollup holds every day before ``rolled_until`` as of ``watermark``."""
+
+    __tablename__ = "delivery_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watermark: Mapped[datetime | None] = mapped_column(nullable=True)
+    rolled_until: Mapped[str] = mapped_column(String(10), default="")  # YYYY-MM-DD, exclusive
 
 
 class AuditEvent(Base):

@@ -20,7 +20,7 @@ from clarion.errors import NotFound
 from clarion.models import AuditKind, Channel, OperatorDecision, OutcomeStatus
 from clarion.store import Store, repo
 from clarion.store import approvals as approvals_repo
-from clarion.store.tables import AgentTask
+from clarion.store.tables import AgentTask, Delivery
 from starters.sdk import ApprovalRefused, ClarionClient, MessageHandle, NotAuthorised
 from tests.conftest import (
     ROOT,
@@ -342,7 +342,13 @@ async def test_unacknowledged_message_escalates_to_voice_then_agent(stack: Stack
     assert kinds.index(AuditKind.ESCALATED) < kinds.index(AuditKind.AGENT_TASK)
     async with stack.store.session() as session:
         task = await session.get(AgentTask, outcome.agent_task)
+        sms_row = await session.get(Delivery, f"{handle.message_id}:sms")
+        voice_row = await session.get(Delivery, f"{handle.message_id}:voice")
     assert task is not None and task.status == "open" and "not acknowledged" in task.reason
+    # Delivery analytics: nobody acknowledged; the SMS was followed by a call.
+    assert sms_row is not None and voice_row is not None
+    assert sms_row.fell_back and not voice_row.fell_back
+    assert sms_row.acked_at is None and voice_row.acked_at is None
 
 
 async def test_acknowledged_message_stops_escalating(stack: Stack) -> None:
@@ -356,6 +362,9 @@ async def test_acknowledged_message_stops_escalating(stack: Stack) -> None:
     assert outcome.acknowledged_by == "customer" and outcome.escalated_to == []
     assert outcome.channel is Channel.SMS and outcome.agent_task is None
     assert stack.twilio.calls_to(phone) == []
+    async with stack.store.session() as session:
+        sms_row = await session.get(Delivery, f"{handle.message_id}:sms")
+    assert sms_row is not None and sms_row.acked_at is not None and not sms_row.fell_back
 
 
 async def test_request_closes_when_the_message_ends(approvals: Stack) -> None:

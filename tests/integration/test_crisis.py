@@ -16,7 +16,7 @@ from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
 from clarion.store import audit as audit_chain
 from clarion.store import operators as operators_repo
-from clarion.store.tables import AuditEvent, BroadcastRecipient
+from clarion.store.tables import AuditEvent, BroadcastRecipient, Delivery
 from starters.sdk import BroadcastHandle, ClarionClient
 from tests.conftest import Stack, uid, unique_phone
 from tests.support.processes import wait_until
@@ -355,6 +355,26 @@ async def test_unacknowledged_recipients_are_escalated_to_a_call(stack: Stack) -
     rows = {r.customer_external_id: r for r in await recipients(stack.store, handle.broadcast_id)}
     assert rows[people[2].external_id].escalated_at is not None
     assert rows[people[0].external_id].escalated_at is None
+    # Delivery analytics: the acknowledged texts, and the texts that fell back to a call.
+    async with stack.store.session() as session:
+        texts = {
+            d.customer_external_id: d
+            for d in (
+                await session.execute(
+                    select(Delivery).where(
+                        Delivery.message_id.like(f"crisis-{handle.broadcast_id}-%"),
+                        Delivery.channel == "sms",
+                    )
+                )
+            ).scalars()
+        }
+    assert [texts[p.external_id].acked_at is not None for p in people] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [texts[p.external_id].fell_back for p in people] == [False, False, True, True]
 
 
 async def test_email_carries_a_signed_acknowledgement_link(stack: Stack) -> None:

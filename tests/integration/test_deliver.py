@@ -67,7 +67,7 @@ async def test_sms_delivered_through_twilio_library(stack: Stack) -> None:
 async def test_fallback_from_sms_to_email_on_permanent_error(stack: Stack) -> None:
     phone = unique_phone()
     stack.twilio.invalid_numbers.add(phone)
-    customer = await add_customer(stack.store, phone=phone)
+    customer = await add_customer(stack.store, phone=phone, attributes={"tier": "gold"})
     handle = await stack.clarion.send_message(
         customer_id=customer.external_id,
         template="test-notice",
@@ -93,9 +93,14 @@ async def test_fallback_from_sms_to_email_on_permanent_error(stack: Stack) -> No
     ]
     async with stack.store.session() as session:
         sms_row = await session.get(Delivery, f"{handle.message_id}:sms")
+        email_row = await session.get(Delivery, f"{handle.message_id}:email")
     assert (
         sms_row is not None and sms_row.status == DeliveryStatus.FAILED and "21211" in sms_row.error
     )
+    # Delivery analytics: the SMS fell back to email; both carry the customer's segment.
+    assert email_row is not None and sms_row.fell_back and not email_row.fell_back
+    assert (sms_row.segment, email_row.segment) == ("gold", "gold")
+    assert email_row.journey == "" and email_row.delivered_at is None
 
 
 async def test_refused_mailbox_is_permanent_and_falls_back_to_sms(stack: Stack) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from sqlalchemy import select
 
 from clarion.config import Settings
 from clarion.errors import ValidationFailed
@@ -11,6 +14,7 @@ from clarion.models import AuditKind, Channel, ConsentStatus, Purpose
 from clarion.policy import decide_consent
 from clarion.policy.keywords import KeywordAction
 from clarion.store import Store, repo
+from clarion.store.tables import Delivery, utcnow
 from tests.conftest import add_customer, unique_phone
 
 SETTINGS = Settings(_env_file=None, default_phone_region="US")  # type: ignore[call-arg]
@@ -72,3 +76,57 @@ async def test_unknown_and_invalid_numbers(store: Store) -> None:
     assert nobody.customers == [] and nobody.action is KeywordAction.OPT_OUT
     with pytest.raises(ValidationFailed, match="not-a-number"):
         await handle_inbound_sms(store, SETTINGS, "not-a-number", "STOP")
+
+
+async def test_stop_is_attributed_to_the_latest_text_within_the_window(store: Store) -> None:
+    """Delivery analytics: a STOP counts against the customer's latest SMS sent within
+    CLARION_REPORT_STOP_WINDOW_DAYS (7 by default), not older ones, not other channels."""
+    phone = unique_phone()
+    fan = await add_customer(store, phone=phone)
+    now = utcnow()
+
+    def sent(n: int, channel: str, ago: timedelta) -> Delivery:
+        return Delivery(
+            attempt_id=f"{fan.external_id}-{n}:{channel}",
+            message_id=f"{fan.external_id}-{n}",
+            workflow_id=f"message:{fan.external_id}-{n}",
+            customer_external_id=fan.external_id,
+            channel=channel,
+            template="test-notice",
+            template_version=1,
+            purpose="service",
+            status="sent",
+            created_at=now - ago,
+            sent_at=now - ago,
+        )
+
+    rows = [
+        sent(1, "sms", timedelta(days=9)),
+        sent(2, "sms", timedelta(days=2)),
+        sent(3, "sms", timedelta(days=1)),
+        sent(4, "email", timedelta(hours=1)),
+    ]
+    async with store.transaction() as session:
+        session.add_all(rows)
+    await handle_inbound_sms(store, SETTINGS, phone, "STOP", at=now)
+    async with store.session() as session:
+        after = {
+            r.attempt_id: r.opted_out_at
+            for r in (
+                await session.execute(
+                    select(Delivery).where(Delivery.customer_external_id == fan.external_id)
+                )
+            ).scalars()
+        }
+    assert [a for a, at in sorted(after.items()) if at is not None] == [rows[2].attempt_id]
+    # Outside the window, nothing is blamed.
+    late_phone = unique_phone()
+    late = await add_customer(store, phone=late_phone)
+    async with store.transaction() as session:
+        old = sent(5, "sms", timedelta(days=8))
+        old.customer_external_id = late.external_id
+        session.add(old)
+    await handle_inbound_sms(store, SETTINGS, late_phone, "STOP", at=now)
+    async with store.session() as session:
+        row = await session.get(Delivery, old.attempt_id)
+    assert row is not None and row.opted_out_at is None

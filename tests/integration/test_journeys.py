@@ -8,11 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from clarion.customers import CustomerRecord
 from clarion.journeys.models import JourneyRunStatus
 from clarion.models import Channel
 from clarion.store import journeys as journey_repo
+from clarion.store.tables import Delivery
 from starters.sdk import JourneyRefused
 from tests.conftest import Stack, add_customer, operator_client, unique_phone
 from tests.support.processes import wait_until
@@ -46,6 +48,15 @@ async def test_send_wait_send_then_exit(stack: Stack) -> None:
     pause = steps[1]
     assert pause.left_at is not None and pause.left_at - pause.entered_at >= timedelta(seconds=2)
     assert steps[0].outcome.startswith("delivered")
+    async with stack.store.session() as session:
+        sends = (
+            await session.execute(
+                select(Delivery)
+                .where(Delivery.customer_external_id == customer.external_id)
+                .order_by(Delivery.created_at)
+            )
+        ).scalars()
+    assert [(d.channel, d.journey) for d in sends] == [("email", "t-linear"), ("sms", "t-linear")]
 
 
 async def test_wait_for_event_then_branch_on_attributes_and_event(stack: Stack) -> None:

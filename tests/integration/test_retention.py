@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from clarion.models import AuditKind, OutcomeStatus
 from clarion.store import repo
-from clarion.store.tables import ApprovalRequest, Delivery, utcnow
+from clarion.store.tables import ApprovalRequest, Delivery, DeliveryRollupState, utcnow
 from tests.conftest import Stack, add_customer, uid
 from tests.support.processes import run_cli, wait_until
 from workers.schedules import ensure_retention_schedule, retention_schedule_id
@@ -68,6 +68,7 @@ async def test_the_schedule_purges_old_bodies_and_details(stack: Stack) -> None:
     described = await handle.describe()
     [daily] = described.schedule.spec.calendars  # the server keeps the cron as a calendar
     assert (daily.hour[0].start, daily.minute[0].start) == (3, 17)
+    triggered = utcnow()
     await handle.trigger()
 
     async def purged() -> bool:
@@ -79,6 +80,13 @@ async def test_the_schedule_purges_old_bodies_and_details(stack: Stack) -> None:
         )
 
     await wait_until(purged, within=60, what="the scheduled retention run")
+
+    async def rolled_up() -> bool:  # the run then refreshes the delivery reports' rollup
+        async with stack.store.session() as session:
+            state = await session.get(DeliveryRollupState, 1)
+        return state is not None and state.watermark is not None and state.watermark > triggered
+
+    await wait_until(rolled_up, within=30, what="the rollup refresh after retention")
     async with stack.store.session() as session:
         rows = {
             d.message_id: d

@@ -10,7 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from clarion.models import Channel, ConsentStatus, OutcomeStatus, Purpose
 from clarion.store import Store
-from clarion.store.tables import utcnow
+from clarion.store.tables import Delivery, utcnow
 from clarion.unsubscribe import UnsubscribeTokenError, apply_unsubscribe
 from tests.conftest import Stack, add_customer, running_stack
 from tests.support.fake_twilio import FakeTwilio
@@ -56,6 +56,9 @@ async def test_one_click_unsubscribe(unsub: Stack) -> None:
     claim = await apply_unsubscribe(stack.store, stack.settings, token, utcnow())
     assert claim.customer_id == customer.external_id and claim.message_id == handle.message_id
     await apply_unsubscribe(stack.store, stack.settings, token, utcnow())  # a second click
+    async with stack.store.session() as session:
+        row = await session.get(Delivery, f"{handle.message_id}:email")
+    assert row is not None and row.opted_out_at is not None  # the email led to it
 
     again = await stack.clarion.send_message(
         customer_id=customer.external_id, template="spring-sale"

@@ -133,13 +133,17 @@ async def test_status_callbacks_update_the_delivery_and_repeats_are_harmless(
         assert response.status_code == 204, response.text
 
     await post("sent")
-    assert (await delivery_of(stack, sid)).provider_status == "sent"
+    sent = await delivery_of(stack, sid)
+    assert sent.provider_status == "sent" and sent.delivered_at is None
     await post("delivered")
+    delivered_at = (await delivery_of(stack, sid)).delivered_at
+    assert delivered_at is not None and sent.updated_at < (await delivery_of(stack, sid)).updated_at
     await post("delivered")  # Twilio retries
     await post("sent")  # late
     await post("failed", ErrorCode="30003")  # never downgrades a delivered message
     delivery = await delivery_of(stack, sid)
     assert delivery.provider_status == "delivered" and delivery.error == ""
+    assert delivery.delivered_at == delivered_at  # the first receipt counts
     assert delivery.status == DeliveryStatus.SENT.value
     assert await provider_statuses(stack, message_id) == ["sent", "delivered"]
     # An unknown message is accepted (Twilio would retry an error) and changes nothing.
