@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from broadcast import free_port, seed  # noqa: E402
+from broadcast import free_port, seed, worker_env  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from clarion.config import Settings  # noqa: E402
@@ -139,12 +139,7 @@ async def main(n: int, rounds: int) -> None:
     results: list[dict[str, float]] = []
     try:
         client = await wait_for_temporal(settings, server)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
-        for name, value in settings.model_dump().items():
-            if value not in (None, ""):
-                env[f"CLARION_{name.upper()}"] = str(
-                    value.get_secret_value() if hasattr(value, "get_secret_value") else value
-                )
+        env = worker_env(settings)
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -56,6 +56,17 @@ def free_port() -> int:
 SUBJECT = "Service disruption"
 
 
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``clarion worker`` process with ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    for name, value in settings.model_dump().items():
+        if value not in (None, ""):
+            env[f"CLARION_{name.upper()}"] = str(
+                value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            )
+    return env
+
+
 def phone(k: int, area: str = "415") -> str:
     return f"+1{area}{5550000 + k:07d}"
 
@@ -279,12 +290,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
     results: list[dict[str, Any]] = []
     try:
         client = await wait_for_temporal(settings, server)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
-        for name, value in settings.model_dump().items():
-            if value not in (None, ""):
-                env[f"CLARION_{name.upper()}"] = str(
-                    value.get_secret_value() if hasattr(value, "get_secret_value") else value
-                )
+        env = worker_env(settings)
         for k in range(workers):
             procs.append(
                 await asyncio.create_subprocess_exec(

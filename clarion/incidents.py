@@ -9,8 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clarion.expressions import ExpressionError, parse
-from clarion.policy.alerts import KEY_PATTERN, AlertSeverity
+from clarion.policy.alerts import KEY_PATTERN, AlertSeverity, check_segment
 
 INCIDENT_LAUNCH = "incident_launch"  # the approval category of a proposed launch
 INCIDENT_RESOLUTION = "incident_resolution"  # ... and of a proposed resolution notice
@@ -37,15 +36,7 @@ class Alert(_Payload):
     def _severity(cls, value: Any) -> Any:
         return AlertSeverity.parse(value) if isinstance(value, str) else value
 
-    @field_validator("affects")
-    @classmethod
-    def _affects(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse(value)
-            except ExpressionError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+    _affects = field_validator("affects")(lambda value: check_segment(value))
 
 
 class IncidentStatus(StrEnum):

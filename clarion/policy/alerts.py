@@ -51,6 +51,16 @@ class AlertSeverity(StrEnum):
         return cls(text)
 
 
+def check_segment(value: str | None) -> str | None:
+    """A segment expression that parses (ValueError naming the problem otherwise)."""
+    if value is not None:
+        try:
+            parse(value)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -86,15 +96,7 @@ class AlertType(_Strict):
     resolution_template: str | None = Field(default=None, min_length=1, max_length=100)
     audience: str | None = None
 
-    @field_validator("audience")
-    @classmethod
-    def _audience(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse(value)
-            except ExpressionError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+    _audience = field_validator("audience")(lambda value: check_segment(value))
 
 
 class AlertRules(_Strict):
