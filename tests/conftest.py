@@ -10,7 +10,7 @@ import itertools
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,18 +288,32 @@ async def running_stack(
             await provider.aclose()
 
 
+StackWith = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
+
+
 @pytest.fixture
-async def stack(
+def stack_with(
     temporal_env: WorkflowEnvironment,
     store: Store,
     smtp_server: SmtpServer,
     fake_twilio: FakeTwilio,
     tmp_path: Path,
-) -> AsyncIterator[Stack]:
+) -> StackWith:
+    """``async with stack_with(**settings) as stack``: a stack (see ``running_stack``) on
+    the session's server, store and loopback servers, with ``settings`` on top."""
+
+    def make(**extra: object) -> contextlib.AbstractAsyncContextManager[Stack]:
+        return running_stack(
+            temporal_env.client, store, smtp_server, fake_twilio, tmp_path, **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+async def stack(stack_with: StackWith) -> AsyncIterator[Stack]:
     """An in-process worker on a fresh task queue, wired to the loopback servers."""
-    async with running_stack(
-        temporal_env.client, store, smtp_server, fake_twilio, tmp_path
-    ) as running:
+    async with stack_with() as running:
         yield running
 
 

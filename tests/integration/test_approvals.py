@@ -25,10 +25,10 @@ from starters.sdk import ApprovalRefused, ClarionClient, MessageHandle, NotAutho
 from tests.conftest import (
     ROOT,
     Stack,
+    StackWith,
     add_customer,
     make_settings,
     operator_client,
-    running_stack,
     uid,
     unique_phone,
 )
@@ -40,16 +40,8 @@ POLICY = ROOT / "tests" / "data" / "policies" / "approvals-fast.yaml"
 
 
 @pytest.fixture
-async def approvals(
-    temporal_env: WorkflowEnvironment,
-    store: Store,
-    smtp_server: SmtpServer,
-    fake_twilio: FakeTwilio,
-    tmp_path: Path,
-) -> AsyncIterator[Stack]:
-    async with running_stack(
-        temporal_env.client, store, smtp_server, fake_twilio, tmp_path, approval_policy_file=POLICY
-    ) as running:
+async def approvals(stack_with: StackWith) -> AsyncIterator[Stack]:
+    async with stack_with(approval_policy_file=POLICY) as running:
         yield running
 
 

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 from sqlalchemy import select
-from temporalio.testing import WorkflowEnvironment
 
 from clarion.inbound import handle_inbound_sms
 from clarion.journeys.models import JourneyRunStatus
@@ -15,7 +14,14 @@ from clarion.models import AuditKind, Channel, ConsentStatus, OutcomeStatus, Pur
 from clarion.store import Store, repo
 from clarion.store import journeys as journey_repo
 from clarion.store.tables import ConsentRecord, Customer
-from tests.conftest import ROOT, Stack, add_customer, make_settings, running_stack, unique_phone
+from tests.conftest import (
+    ROOT,
+    Stack,
+    StackWith,
+    add_customer,
+    make_settings,
+    unique_phone,
+)
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.processes import run_cli, wait_until
 from tests.support.smtp_server import SmtpServer
@@ -55,17 +61,9 @@ async def test_opt_out_while_a_journey_waits_stops_the_next_message(stack: Stack
     assert [(e.channel, e.reason) for e in suppressed] == [("sms", "opted_out")]
 
 
-async def test_a_capped_marketing_email_is_suppressed_and_audited(
-    temporal_env: WorkflowEnvironment,
-    store: Store,
-    smtp_server: SmtpServer,
-    fake_twilio: FakeTwilio,
-    tmp_path: Path,
-) -> None:
-    async with running_stack(
-        temporal_env.client, store, smtp_server, fake_twilio, tmp_path, compliance_file=CAPS
-    ) as stack:
-        customer = await add_customer(store, consents=[MARKETING_EMAIL])
+async def test_a_capped_marketing_email_is_suppressed_and_audited(stack_with: StackWith) -> None:
+    async with stack_with(compliance_file=CAPS) as stack:
+        customer = await add_customer(stack.store, consents=[MARKETING_EMAIL])
         assert customer.email
         outcomes = []
         for n in range(3):
@@ -80,12 +78,12 @@ async def test_a_capped_marketing_email_is_suppressed_and_audited(
         ]
         capped_id, capped = outcomes[2]
         assert "frequency_cap: marketing on email: at most 2 per 1h" in capped.reason
-        assert len(smtp_server.to(customer.email)) == 2
+        assert len(stack.smtp.to(customer.email)) == 2
         assert (
             AuditKind.SUPPRESSED,
             "email",
             "frequency_cap: marketing on email: at most 2 per 1h",
-        ) in await audit(store, capped_id)
+        ) in await audit(stack.store, capped_id)
         # The cap counts marketing only: a service notice still goes.
         notice = await stack.clarion.send_message(
             customer_id=customer.external_id, template="test-notice", context={"ref": "S1"}
@@ -94,20 +92,14 @@ async def test_a_capped_marketing_email_is_suppressed_and_audited(
 
 
 async def test_safety_notices_override_an_opt_out_only_where_configured(
-    temporal_env: WorkflowEnvironment,
-    store: Store,
-    smtp_server: SmtpServer,
-    fake_twilio: FakeTwilio,
-    tmp_path: Path,
+    stack_with: StackWith,
 ) -> None:
-    async with running_stack(
-        temporal_env.client, store, smtp_server, fake_twilio, tmp_path, compliance_file=CAPS
-    ) as stack:
+    async with stack_with(compliance_file=CAPS) as stack:
         us_phone, other_phone = unique_phone(), unique_phone()
-        us = await add_customer(store, phone=us_phone, attributes={"jurisdiction": "US"})
-        other = await add_customer(store, phone=other_phone)
+        us = await add_customer(stack.store, phone=us_phone, attributes={"jurisdiction": "US"})
+        other = await add_customer(stack.store, phone=other_phone)
         for phone in (us_phone, other_phone):
-            await handle_inbound_sms(store, stack.settings, phone, "STOP")
+            await handle_inbound_sms(stack.store, stack.settings, phone, "STOP")
 
         results = {}
         for who in (us, other):
@@ -121,15 +113,15 @@ async def test_safety_notices_override_an_opt_out_only_where_configured(
 
         us_id, us_outcome = results[us.external_id]
         assert us_outcome.status is OutcomeStatus.DELIVERED
-        assert [m["body"] for m in fake_twilio.to(us_phone)] == [
+        assert [m["body"] for m in stack.twilio.to(us_phone)] == [
             "Safety notice Z9: please check your device."
         ]
-        kinds = [k for k, _, _ in await audit(store, us_id)]
+        kinds = [k for k, _, _ in await audit(stack.store, us_id)]
         assert AuditKind.CONSENT_OVERRIDDEN in kinds
         _, other_outcome = results[other.external_id]
         assert other_outcome.status is OutcomeStatus.SUPPRESSED
         assert "opted_out" in other_outcome.reason
-        assert fake_twilio.to(other_phone) == []
+        assert stack.twilio.to(other_phone) == []
 
 
 async def test_a_bad_rules_file_is_refused_at_start(

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from clarion.models import Channel, ConsentStatus, OutcomeStatus, Purpose
-from clarion.store import Store
 from clarion.store.tables import Delivery, utcnow
 from clarion.unsubscribe import UnsubscribeTokenError, apply_unsubscribe
-from tests.conftest import Stack, add_customer, running_stack
-from tests.support.fake_twilio import FakeTwilio
-from tests.support.smtp_server import SmtpServer
+from tests.conftest import Stack, StackWith, add_customer
 
 
 @pytest.fixture
-async def unsub(
-    temporal_env: WorkflowEnvironment,
-    store: Store,
-    smtp_server: SmtpServer,
-    fake_twilio: FakeTwilio,
-    tmp_path: Path,
-) -> AsyncIterator[Stack]:
-    async with running_stack(
-        temporal_env.client,
-        store,
-        smtp_server,
-        fake_twilio,
-        tmp_path,
+async def unsub(stack_with: StackWith) -> AsyncIterator[Stack]:
+    async with stack_with(
         unsubscribe_secret="test-unsubscribe-secret",
         public_base_url="https://notify.example.com",
     ) as running:

@@ -8,29 +8,25 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from xml.sax.saxutils import escape
 
 import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
-from temporalio.testing import WorkflowEnvironment
 from twilio.request_validator import RequestValidator
 
 from clarion.crisis.models import Tier
 from clarion.journeys.models import JourneyRunStatus
 from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, OutcomeStatus, Purpose
-from clarion.store import Store, repo
+from clarion.store import repo
 from clarion.store.tables import Delivery, utcnow
 from clarion.unsubscribe import UnsubscribeClaim, make_unsubscribe_token
 from starters.api import create_app
-from tests.conftest import Stack, add_customer, running_stack, uid, unique_phone
+from tests.conftest import Stack, StackWith, add_customer, uid, unique_phone
 from tests.integration.test_crisis import reached
 from tests.integration.test_replay import HISTORIES, RECORD, _replayer
-from tests.support.fake_twilio import FakeTwilio
 from tests.support.processes import wait_until
-from tests.support.smtp_server import SmtpServer
 
 STATUS = "/webhooks/twilio/status"
 INBOUND = "/webhooks/twilio/inbound"
@@ -323,19 +319,8 @@ async def test_ack_link_acknowledges_a_broadcast_recipient(
     assert (await handle.progress()).acknowledged == 1
 
 
-async def test_sms_asks_twilio_for_status_callbacks_when_enabled(
-    temporal_env: WorkflowEnvironment,
-    store: Store,
-    smtp_server: SmtpServer,
-    fake_twilio: FakeTwilio,
-    tmp_path: Path,
-) -> None:
-    async with running_stack(
-        temporal_env.client,
-        store,
-        smtp_server,
-        fake_twilio,
-        tmp_path,
+async def test_sms_asks_twilio_for_status_callbacks_when_enabled(stack_with: StackWith) -> None:
+    async with stack_with(
         twilio_status_callbacks=True,
         public_base_url="https://notify.example.com/",
     ) as stack:
@@ -347,7 +332,7 @@ async def test_sms_asks_twilio_for_status_callbacks_when_enabled(
             transport=httpx.ASGITransport(app=app), base_url="http://10.0.0.7:8000"
         ) as api:  # behind a proxy: the signature covers the public URL
             form = {"MessageSid": sid, "MessageStatus": "delivered"}
-            signature = RequestValidator(fake_twilio.auth_token).compute_signature(
+            signature = RequestValidator(stack.twilio.auth_token).compute_signature(
                 sms["status_callback"], form
             )
             response = await api.post(STATUS, data=form, headers={"X-Twilio-Signature": signature})
