@@ -75,7 +75,7 @@ from clarion.templates import TemplateDefinition
 
 log = get_logger(__name__)
 
-CHUNK = 100
+CHUNK = 250
 PIPELINE_DEPTH = 2  # chunks in flight in one batch: one sending while the next is planned
 RETRIES_IN_BATCH = 3
 CRISIS_CATEGORY = "crisis"
@@ -544,18 +544,19 @@ class BroadcastActivities:
         return plans
 
     async def _send_all(self, plans: list[_Plan], gate: asyncio.Semaphore) -> None:
+        """Send the chunk's messages: ``broadcast_concurrency`` senders take them in order
+        (no task per recipient waiting on the gate), each taking its tokens from the
+        shared rate limit in slices of a quarter of a second's worth."""
+        todo = deque(p for p in plans if p.ladder and not p.failed)
         first: dict[Channel, int] = defaultdict(int)
-        for plan in plans:
-            if plan.ladder and not plan.failed:
-                first[plan.ladder[0]] += 1
-        for channel, n in first.items():
-            await self.limiter.acquire(channel, n, on_wait=activity.heartbeat)
+        for plan in todo:
+            first[plan.ladder[0]] += 1
+        permits = _Permits(self.limiter, first)
 
         async def one(plan: _Plan) -> None:
             async with gate:
                 for position, channel in enumerate(plan.ladder):
-                    if position > 0:
-                        await self.limiter.acquire(channel, 1, on_wait=activity.heartbeat)
+                    await permits.take(channel, first=position == 0)
                     outcome = await self._send_with_retries(channel, plan.outgoing[channel])
                     if isinstance(outcome, tuple):
                         plan.sent_channel, (plan.provider, plan.provider_id) = channel, outcome
@@ -571,7 +572,12 @@ class BroadcastActivities:
                 plan.failed = True
                 plan.reason = plan.error
 
-        await asyncio.gather(*(one(p) for p in plans if p.ladder and not p.failed))
+        async def sender() -> None:
+            while todo:
+                await one(todo.popleft())
+
+        senders = min(len(todo), self.settings.broadcast_concurrency)
+        await asyncio.gather(*(sender() for _ in range(senders)))
 
     async def _send_with_retries(
         self, channel: Channel, message: OutgoingMessage
@@ -719,6 +725,34 @@ class BroadcastActivities:
                 # the conflict clause skipped are gone: no hole in the chain.
                 await session.execute(_insert_new(dialect, AuditEvent, "dedupe_key"), audits)
                 mark_pending(session)
+
+
+class _Permits:
+    """A chunk's tokens from the shared rate limit, taken a slice at a time as its
+    messages go out (so a limited channel gets an even flow, not a burst per chunk).
+    ``first``: how many messages go out on each channel as their first choice; a
+    fallback takes one token of its own."""
+
+    def __init__(self, limiter: RateLimiter, first: dict[Channel, int]) -> None:
+        self.limiter = limiter
+        self.left = dict(first)  # first-choice tokens not taken from the limiter yet
+        self.held: dict[Channel, int] = defaultdict(int)
+        self.lock = asyncio.Lock()
+
+    async def take(self, channel: Channel, *, first: bool) -> None:
+        rate = self.limiter.rates.get(channel)
+        if rate is None:
+            return
+        if not first:
+            await self.limiter.acquire(channel, 1, on_wait=activity.heartbeat)
+            return
+        async with self.lock:
+            if self.held[channel] == 0:
+                n = min(self.left[channel], max(1, int(rate / 4)))
+                await self.limiter.acquire(channel, n, on_wait=activity.heartbeat)
+                self.left[channel] -= n
+                self.held[channel] = n
+            self.held[channel] -= 1
 
 
 def _insert_new(dialect: str, table: Any, key: str) -> Any:

@@ -27,7 +27,7 @@ from clarion.policy.approval import load_policy
 from clarion.store import Store
 from clarion.temporal import connect, ensure_search_attributes
 from workers.schedules import ensure_retention_schedule
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 
 log = get_logger(__name__)
 

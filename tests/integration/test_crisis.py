@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import defaultdict
+from pathlib import Path
 
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from clarion.store import audit as audit_chain
 from clarion.store import operators as operators_repo
 from clarion.store.tables import AuditEvent, BroadcastRecipient, Delivery
 from starters.sdk import BroadcastHandle, ClarionClient
-from tests.conftest import Stack, uid, unique_phone
+from tests.conftest import Stack, StackWith, uid, unique_phone
 from tests.support.processes import wait_until
 
 TIERS = [
@@ -186,6 +187,56 @@ async def test_provider_errors_for_a_while_then_completes(stack: Stack) -> None:
     progress = await reached(handle, within=180)
     assert progress.by_status.get("sent") == 6 and stack.twilio.fail_next == []
     assert all(len(stack.twilio.to(p)) == 1 for p in phones)
+
+
+async def test_rate_limit_holds_across_workers(stack_with: StackWith, tmp_path: Path) -> None:
+    """Two workers, this one and a `clarion worker` process, share the channel's token
+    bucket in the store: the SMS go out at the configured rate (plus at most one second's
+    burst), not as fast as the workers can send."""
+    from tests.support.processes import spawn_cli
+
+    rate, n = 10, 60
+    async with stack_with(rate_limit_sms=rate) as stack:
+        region = uid("r")
+        phones = [unique_phone() for _ in range(n)]
+        for p in phones:
+            await add(stack.store, region, email=False, phone=p)
+        target = stack.client.service_client.config.target_host
+        log = tmp_path / "worker.log"
+        other = await spawn_cli(
+            stack.settings.model_copy(update={"temporal_address": target}), "worker", log=log
+        )
+        try:
+            await wait_until(
+                lambda: log.exists() and "worker started" in log.read_text(),
+                within=60,
+                what="the second worker to start",
+            )
+            handle = await stack.clarion.launch_broadcast(
+                title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+                tiers=[Tier(name="all", channels=[Channel.SMS])], batch_size=5,
+            )  # fmt: skip
+            progress = await reached(handle, within=120)
+        finally:
+            other.terminate()
+            await other.wait()
+        workers = set()
+        async for shard in stack.client.list_workflows(
+            f"WorkflowType = 'BroadcastShard' AND TaskQueue = '{stack.settings.task_queue}'"
+        ):
+            history = await stack.client.get_workflow_handle(shard.id).fetch_history()
+            for event in history.events:
+                if event.HasField("activity_task_started_event_attributes"):
+                    workers.add(event.activity_task_started_event_attributes.identity)
+    assert progress.by_status.get("sent") == n
+    assert len(workers) == 2, workers  # both workers sent batches
+    times = sorted(float(m["at"]) for p in phones for m in stack.twilio.to(p))
+    assert len(times) == n
+    # A bucket of one second's tokens refilled at `rate`: no one-second window sees more
+    # than 2 * rate (a little slack for the time between taking a token and arriving).
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 2 * rate + 2, busiest
+    assert times[-1] - times[0] >= (n - rate) / rate - 1.0
 
 
 async def test_update_mid_broadcast_never_sends_stale_after_new(stack: Stack) -> None:

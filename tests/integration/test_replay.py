@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from tests.conftest import Stack, add_customer, encrypting_converter, unique_phone
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parent.parent / "data" / "histories"
 RECORD = os.environ.get("CLARION_RECORD_HISTORIES") == "1"

@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -128,6 +129,7 @@ class FakeTwilio:
                         "from": form.get("From", ""),
                         "body": body,
                         "status_callback": form.get("StatusCallback", ""),
+                        "at": f"{time.monotonic():.6f}",  # when it was accepted
                     }
                     fake.messages.append(record)
                 self._reply(
