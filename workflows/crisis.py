@@ -40,7 +40,11 @@ with workflow.unsafe.imports_passed_through():
 
 CRISIS_UNAPPROVED = "crisis_unapproved"
 
-MIN_SHARD = 50
+# No shard smaller than this: one batch activity pipelines its chunks and keeps a channel
+# busy on its own, so a small tier gains nothing from more shards but their start-up.
+MIN_SHARD = 500
+MIN_SHARD_BEFORE = 50  # broadcasts started before the LARGER_SHARDS patch
+LARGER_SHARDS = "larger-shards"
 BATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -280,9 +284,10 @@ class CrisisBroadcastWorkflow:
         assert self.input is not None
         inp = self.input
         for r in ranges:
-            # Spread a tier over the parallel shards (so that store work in one overlaps
-            # sending in another), with no shard above shard_size and none tiny.
-            length = min(inp.shard_size, max(MIN_SHARD, -(-r.count // inp.max_parallel_shards)))
+            # Spread a tier over the parallel shards (so that several workers share it), with
+            # no shard above shard_size and none below MIN_SHARD.
+            smallest = MIN_SHARD if workflow.patched(LARGER_SHARDS) else MIN_SHARD_BEFORE
+            length = min(inp.shard_size, max(smallest, -(-r.count // inp.max_parallel_shards)))
             shards = [
                 (start, min(start + length - 1, r.seq_to))
                 for start in range(r.seq_from, r.seq_to + 1, length)

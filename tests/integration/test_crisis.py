@@ -214,7 +214,8 @@ async def test_rate_limit_holds_across_workers(stack_with: StackWith, tmp_path: 
             )
             handle = await stack.clarion.launch_broadcast(
                 title="Outage", template="crisis-outage", segment=f"region == '{region}'",
-                tiers=[Tier(name="all", channels=[Channel.SMS])], batch_size=5,
+                tiers=[Tier(name="all", channels=[Channel.SMS])],
+                shard_size=10, batch_size=5,  # 6 shards, 4 at a time: both workers busy
             )  # fmt: skip
             progress = await reached(handle, within=120)
         finally:

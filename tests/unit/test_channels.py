@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import io
 import json
 import re
 from email import policy
@@ -224,6 +225,47 @@ def test_build_email_non_ascii_round_trips() -> None:
     assert isinstance(parsed, EmailMessage)
     assert parsed["Subject"] == "Bienvenue Zoé"
     assert parsed.get_content().rstrip("\n") == "Prêt ✓"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        OutgoingEmail("m4", "jane@example.com", "Hello", "Plain\n", "<p>HTML</p>\n"),
+        OutgoingEmail("m5", "zoe@example.com", "Bienvenue Zoé ✓", "Prêt ✓ " * 40),
+        OutgoingEmail(
+            "m6", "o'neil@example.com", "A subject that is rather long " * 5, "x" * 2000,
+            headers=(
+                ("List-Unsubscribe", "<https://clarion.test/u/" + "t" * 300 + ">"),
+                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_build_email_is_byte_for_byte_what_the_stock_header_registry_gives(
+    message: OutgoingEmail,
+) -> None:
+    """The cached header classes change nothing in the message: the same bytes as the
+    standard library's own registry, headers parsed the same way (twice in a row, so the
+    second message is built from cached classes)."""
+    from email.generator import BytesGenerator
+    from email.headerregistry import HeaderRegistry
+
+    from clarion.channels import email as email_channel
+
+    def flat(mail: EmailMessage) -> bytes:
+        buffer = io.BytesIO()
+        BytesGenerator(buffer, policy=mail.policy.clone(linesep="\r\n")).flatten(mail)
+        flat = re.sub(rb"Date: [^\r]*", b"Date: -", buffer.getvalue())
+        return re.sub(rb"={15}\d+==", b"=boundary=", flat)  # a random multipart boundary
+
+    stock = email_channel.POLICY.clone(header_factory=HeaderRegistry())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(email_channel, "POLICY", stock)
+        expected = flat(build_email(message, SENDER))
+    for _ in range(2):
+        mail = build_email(message, SENDER)
+        assert flat(mail) == expected
+        assert mail["To"].addresses[0].addr_spec == message.to  # type: ignore[attr-defined]
 
 
 def test_message_id_is_stable_for_the_same_message_id() -> None:
