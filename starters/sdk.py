@@ -18,7 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import insert
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -273,7 +278,9 @@ class ClarionClient:
 
     async def _open_request(self, request_id: str) -> RequestView:
         """The request's row; while its gate is still writing it (a second after a message
-        or broadcast started waiting), wait for it. NotFound for an unknown request."""
+        or broadcast started waiting), wait for it. A broadcast shows ``awaiting_approval``
+        a moment before its gate starts: while the message or broadcast of that id runs,
+        wait for the gate too. NotFound for an unknown request."""
         for _ in range(100):
             try:
                 return await self.approval(request_id)
@@ -281,11 +288,26 @@ class ClarionClient:
                 try:
                     await self.temporal.get_workflow_handle(f"approval:{request_id}").describe()
                 except RPCError as exc:
-                    if exc.status is RPCStatusCode.NOT_FOUND:
+                    if exc.status is not RPCStatusCode.NOT_FOUND:
+                        raise
+                    if not await self._subject_running(request_id):
                         raise NotFound("approval request", request_id) from None
-                    raise
             await asyncio.sleep(0.1)
         return await self.approval(request_id)
+
+    async def _subject_running(self, request_id: str) -> bool:
+        """Whether a message or broadcast with this id is running (its approval gate may be
+        about to start)."""
+        for workflow_id in (workflow_id_for_message(request_id), broadcast_workflow_id(request_id)):
+            try:
+                description = await self.temporal.get_workflow_handle(workflow_id).describe()
+            except RPCError as exc:
+                if exc.status is RPCStatusCode.NOT_FOUND:
+                    continue
+                raise
+            if description.status is WorkflowExecutionStatus.RUNNING:
+                return True
+        return False
 
     async def _decide(self, request_id: str, *, approved: bool, reason: str) -> str:
         operator = await self.require_operator()
@@ -302,9 +324,10 @@ class ClarionClient:
                 if exc.status is not RPCStatusCode.NOT_FOUND:
                     raise
                 why = f"the request is already {(await self.approval(request_id)).status}"
-            if why.startswith("unknown operator") and refreshed < 30:
-                # Added after the request opened: the gate reads its roster again.
-                if not refreshed:
+            if why.startswith("unknown operator") and refreshed < 100:
+                # Added after the request opened: the gate reads its roster again (asked
+                # again every 2 s, for up to 10 s, on a busy machine).
+                if refreshed % 20 == 0:
                     await handle.signal("refresh_roster")
                 refreshed += 1
             elif why != NOT_OPEN_YET:

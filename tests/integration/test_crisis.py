@@ -7,19 +7,21 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 from temporalio.service import RPCError
 
 from clarion.crisis.models import BroadcastProgress, BroadcastState, Tier
 from clarion.customers import CustomerRecord
+from clarion.errors import NotFound
 from clarion.models import Channel, ConsentStatus, Purpose
 from clarion.store import Store, repo
 from clarion.store import audit as audit_chain
 from clarion.store import operators as operators_repo
 from clarion.store.tables import AuditEvent, BroadcastRecipient, Delivery
 from starters.sdk import BroadcastHandle, ClarionClient
-from tests.conftest import Stack, StackWith, uid, unique_phone
+from tests.conftest import Stack, StackWith, operator_client, uid, unique_phone
 from tests.support.processes import wait_until
 
 TIERS = [
@@ -307,6 +309,40 @@ async def test_non_crisis_template_waits_for_approval_then_resolves(stack: Stack
     for p in people:
         subjects = [str(m.message["Subject"]) for m in stack.smtp.to(p.email or "")]
         assert len(subjects) == 2 and "Resolved" in subjects[-1]
+
+
+async def test_approving_a_broadcast_waits_for_its_gate_to_start(stack: Stack) -> None:
+    """A broadcast shows awaiting_approval a moment before its approval gate starts (on a
+    busy machine, seconds): an approval given in that moment waits for the gate instead
+    of failing with "unknown approval request"."""
+    from clarion.models import ApprovalGateInput
+    from clarion.policy.approval import DEFAULT_RULES
+
+    broadcast_id = uid("b")
+    # The broadcast's workflow, running (on a queue no worker polls) but not yet at its gate.
+    subject = await stack.client.start_workflow(
+        "CrisisBroadcast", id=f"crisis:{broadcast_id}", task_queue=uid("nobody")
+    )
+    manager = await operator_client(stack, "incident_manager")
+    try:
+        approving = asyncio.create_task(manager.approve(broadcast_id, reason="planned"))
+        await asyncio.sleep(1.5)
+        assert not approving.done()  # still waiting, not "unknown approval request"
+        await stack.client.start_workflow(
+            "ApprovalGate",
+            ApprovalGateInput(
+                request_id=broadcast_id, subject_kind="broadcast", subject_id=broadcast_id,
+                category="crisis_unapproved", template="welcome", template_version=1,
+                rule=DEFAULT_RULES["crisis_unapproved"].model_dump(mode="json"),
+            ),
+            id=f"approval:{broadcast_id}", task_queue=stack.settings.task_queue,
+        )  # fmt: skip
+        assert await asyncio.wait_for(approving, 60) == "approved"
+        # An id with neither a gate nor a running message or broadcast fails at once.
+        with pytest.raises(NotFound):
+            await asyncio.wait_for(manager.approve(uid("nobody"), reason="x"), 5)
+    finally:
+        await subject.terminate()
 
 
 async def test_explicit_list_reports_unknown_ids(stack: Stack) -> None:
