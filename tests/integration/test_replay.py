@@ -31,14 +31,22 @@ def _replayer() -> Replayer:
     return Replayer(workflows=ALL_WORKFLOWS, data_converter=encrypting_converter())
 
 
+# Histories whose workflow derives ids from its own (a broadcast names its shards after
+# itself) replay under the id they were recorded with.
+WORKFLOW_IDS = {"crisis_small_shards": "crisis:20261124-115213-281d29"}
+
+
 def _load(path: Path) -> WorkflowHistory:
     data = json.loads(path.read_text())
-    return WorkflowHistory.from_json(f"replay-{path.stem}", data)
+    return WorkflowHistory.from_json(WORKFLOW_IDS.get(path.stem, f"replay-{path.stem}"), data)
 
 
 def test_histories_are_committed() -> None:
     names = sorted(p.stem for p in HISTORIES.glob("*.json"))
     assert names == [
+        # Recorded before the larger-shards patch (120 recipients in 3 shards of up to 50)
+        # and kept so: it shows that broadcasts started then still replay. Not re-recorded.
+        "crisis_small_shards",
         "deliver_email",
         "deliver_fallback",
         "deliver_provider_failed",  # recorded by test_webhooks
