@@ -105,6 +105,9 @@ async def test_flapping_alert_sends_nothing(alerts: Stack) -> None:
         await alerts.clarion.ingest_alert(source="monitor", key=key, severity="resolved")
         await asyncio.sleep(0.6)
     state = await status(alerts, key, IncidentStatus.CLEARED, within=40)
+    # The query shows "cleared" while the status is being written to the store; the
+    # workflow ends once it is written.
+    await asyncio.wait_for(alerts.client.get_workflow_handle(f"alert:{key}").result(), 30)
     await record_history(alerts, key, "incident_flapping")
     assert state.alerts == 8 and state.flaps == 3, state
     assert state.confirmed_at is None and state.proposed_at is None
