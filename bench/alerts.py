@@ -30,15 +30,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from broadcast import free_port, seed, worker_env  # noqa: E402
+from broadcast import (  # noqa: E402
+    count,
+    free_port,
+    publish_examples,
+    seed,
+    spawn_worker,
+    start_sink,
+    wait_ready,
+)
 from pydantic import SecretStr  # noqa: E402
 
 from clarion.config import Settings  # noqa: E402
 from clarion.crisis.models import BroadcastState  # noqa: E402
-from clarion.store import Store, repo  # noqa: E402
+from clarion.store import Store  # noqa: E402
 from clarion.store import incidents as incidents_repo  # noqa: E402
 from clarion.store import operators as operators_repo  # noqa: E402
-from clarion.templates import load_template_dir  # noqa: E402
 from starters.dev import start_temporal, stop_process, wait_for_temporal  # noqa: E402
 from starters.sdk import ClarionClient  # noqa: E402
 
@@ -103,19 +110,8 @@ async def main(n: int, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="clarion-alerts-"))
     rules = work / "alerts.yaml"
     rules.write_text(RULES)
-    smtp_port, sink_out = free_port(), work / "sink.json"
-    sink = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "bench" / "smtp_sink.py"),
-        "--port",
-        str(smtp_port),
-        "--out",
-        str(sink_out),
-    )
-    for _ in range(100):
-        if Path(str(sink_out) + ".ready").exists():
-            break
-        await asyncio.sleep(0.1)
+    sink, smtp_port, sink_out = await start_sink(work)
+    await wait_ready(sink_out)
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         home=work, temporal_address=f"127.0.0.1:{free_port()}", task_queue="bench-alerts",
@@ -125,8 +121,7 @@ async def main(n: int, rounds: int) -> None:
     store = Store(settings.database_url)
     await store.migrate()
     async with store.transaction() as session:
-        for template in load_template_dir(ROOT / "examples" / "templates"):
-            await repo.publish_template(session, definition=template)
+        await publish_examples(session)
         _, token = await operators_repo.add_operator(
             session, name="bench-manager", roles=["incident_manager"], email=None
         )
@@ -139,16 +134,7 @@ async def main(n: int, rounds: int) -> None:
     results: list[dict[str, float]] = []
     try:
         client = await wait_for_temporal(settings, server)
-        env = worker_env(settings)
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "starters.cli",
-            "worker",
-            env=env,
-            cwd=ROOT,
-            stderr=(work / "worker.log").open("wb"),
-        )
+        worker = await spawn_worker(settings, work / "worker.log")
         await asyncio.sleep(3)
         clarion = ClarionClient(client, settings, store=store)
         manager = ClarionClient(
@@ -177,8 +163,7 @@ async def main(n: int, rounds: int) -> None:
 
     received = json.loads(sink_out.read_text())["by_recipient"]
     expected = [f"a{r}x{i}@bench.test" for r in range(rounds) for i in range(n)]
-    losses = sum(1 for k in expected if received.get(k, 0) == 0)
-    duplicates = sum(received.get(k, 0) - 1 for k in expected if received.get(k, 0) > 1)
+    losses, duplicates = count(received, expected)
     m = {k: statistics.median(res[k] for res in results) for k in results[0]}
     print(f"--- medians over {rounds} round(s), {n} customers each")
     print(

@@ -67,6 +67,38 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+async def start_sink(work: Path) -> tuple[asyncio.subprocess.Process, int, Path]:
+    """The SMTP sink in its own process: (process, port, where it writes its counts)."""
+    port, out = free_port(), work / "sink.json"
+    sink = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "smtp_sink.py"), "--port", str(port),
+        "--out", str(out),
+    )  # fmt: skip
+    return sink, port, out
+
+
+async def wait_ready(*outs: Path) -> None:
+    """Until each server started above has written ``<out>.ready`` (10 s at most)."""
+    for _ in range(100):
+        if all(Path(f"{out}.ready").exists() for out in outs):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def publish_examples(session: Any) -> None:
+    """Publish the example templates (the crisis ones among them)."""
+    for template in load_template_dir(ROOT / "examples" / "templates"):
+        await repo.publish_template(session, definition=template)
+
+
+async def spawn_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
+    """A ``clarion worker`` process with ``settings``, its log in ``log``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starters.cli", "worker",
+        env=worker_env(settings), cwd=ROOT, stderr=log.open("wb"),
+    )  # fmt: skip
+
+
 def phone(k: int, area: str = "415") -> str:
     return f"+1{area}{5550000 + k:07d}"
 
@@ -260,15 +292,7 @@ def median(values: list[float]) -> float:
 async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
     email_text, sms_body = rendered_texts()
     work = Path(tempfile.mkdtemp(prefix="clarion-bcast-"))
-    smtp_port, sink_out = free_port(), work / "sink.json"
-    sink = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "bench" / "smtp_sink.py"),
-        "--port",
-        str(smtp_port),
-        "--out",
-        str(sink_out),
-    )
+    sink, smtp_port, sink_out = await start_sink(work)
     twilio_port = free_port()
     twilio = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -280,10 +304,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         str(work / "twilio.json"),
         cwd=ROOT,
     )
-    for _ in range(100):
-        if Path(str(sink_out) + ".ready").exists() and (work / "twilio.json.ready").exists():
-            break
-        await asyncio.sleep(0.1)
+    await wait_ready(sink_out, work / "twilio.json")
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         home=work, temporal_address=f"127.0.0.1:{free_port()}", task_queue="bench-broadcast",
@@ -295,8 +316,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
     store = Store(settings.database_url)
     await store.migrate()
     async with store.transaction() as session:
-        for template in load_template_dir(ROOT / "examples" / "templates"):
-            await repo.publish_template(session, definition=template)
+        await publish_examples(session)
     for r in range(rounds):
         await seed(store, n, f"c{r}x")
         await seed(store, sms_n, f"s{r}x", phones_from=r * sms_n)
@@ -311,19 +331,8 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
     results: list[dict[str, Any]] = []
     try:
         client = await wait_for_temporal(settings, server)
-        env = worker_env(settings)
         for k in range(workers):
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "starters.cli",
-                    "worker",
-                    env=env,
-                    cwd=ROOT,
-                    stderr=(work / f"worker{k}.log").open("wb"),
-                )
-            )
+            procs.append(await spawn_worker(settings, work / f"worker{k}.log"))
         await asyncio.sleep(3)
         clarion = ClarionClient(client, settings, store=store)
         conc = settings.broadcast_concurrency
