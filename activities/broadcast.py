@@ -57,13 +57,12 @@ from clarion.policy.compliance import (
     quiet_window,
 )
 from clarion.store import Store, repo
-from clarion.store.audit import mark_pending
+from clarion.store.audit import append_sealed
 from clarion.store.ratelimit import RateLimiter
 from clarion.store.repo import CustomerSnapshot
 from clarion.store.segments import SegmentError, compile_segment
 from clarion.store.tables import (
     AudienceListEntry,
-    AuditEvent,
     Broadcast,
     BroadcastMessage,
     BroadcastRecipient,
@@ -710,8 +709,11 @@ class BroadcastActivities:
             if others:
                 await session.execute(update(BroadcastRecipient), others)
             dialect = self.store.engine.dialect.name
+            # Core executemany on the session's connection: the ORM's bulk-insert path
+            # would inspect every row against the mapper, for nothing here.
+            connection = await session.connection()
             if deliveries:
-                await session.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
+                await connection.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
             if followed:
                 # Delivery analytics: the message nobody acknowledged fell back to the call.
                 await session.execute(
@@ -721,10 +723,9 @@ class BroadcastActivities:
                     .execution_options(synchronize_session=False)
                 )
             if audits:
-                # Sealed into the audit chain as this transaction commits, after the rows
-                # the conflict clause skipped are gone: no hole in the chain.
-                await session.execute(_insert_new(dialect, AuditEvent, "dedupe_key"), audits)
-                mark_pending(session)
+                # Numbered and hashed from these values, then inserted sealed; those a
+                # retried chunk wrote already are left out (no hole in the chain).
+                await session.run_sync(append_sealed, audits)
 
 
 class _Permits:

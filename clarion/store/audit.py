@@ -121,6 +121,15 @@ def seal(session: Session) -> int:
     session.flush()
     session.info.pop(PENDING, None)
     seq, prev = _lock_head(session)
+    seq, prev, sealed = _seal_unsealed(session, seq, prev)
+    if sealed:
+        session.execute(update(chain).where(chain.c.id == HEAD_ID).values(seq=seq, hash=prev))
+    return sealed
+
+
+def _seal_unsealed(session: Session, seq: int, prev: str) -> tuple[int, str, int]:
+    """Number and hash the unsealed events after ``(seq, prev)``, the head locked by the
+    caller; returns the new head and how many were sealed (the caller moves the head)."""
     sealed = 0
     stamp = (
         update(events)
@@ -147,9 +156,55 @@ def seal(session: Session) -> int:
         sealed += len(rows)
         if len(rows) < SEAL_PAGE:
             break
-    if sealed:
-        session.execute(update(chain).where(chain.c.id == HEAD_ID).values(seq=seq, hash=prev))
-    return sealed
+    return seq, prev, sealed
+
+
+def append_sealed(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert audit events sealed already, in this transaction; returns how many.
+
+    For bulk writers (a broadcast's chunk of recipients): the rows are numbered and
+    hashed from the values given, before they are inserted, so they are not read back
+    and updated at commit as :func:`seal` does. Each row has the audit columns by name
+    (``at``, ``kind``, ``actor``, ``channel``, ``reason``, ``detail``, ``dedupe_key``,
+    ``customer_external_id``, ``message_id``, ``workflow_id``), with values as the store
+    gives them back: an aware ``at`` (microseconds are kept), a JSON ``detail``.
+
+    1. the head is locked, and events left unsealed before are sealed first;
+    2. rows whose ``dedupe_key`` is in the trail already (a retried chunk writes again),
+       or repeats one earlier in ``rows``, are left out;
+    3. the rest follow the head in the order given, and the head moves.
+
+    The head stays locked until the commit. The insert is a plain one: should another
+    transaction commit one of the keys in between, the insert fails and the transaction
+    is rolled back whole - a key is never skipped after it was given a number."""
+    session.flush()
+    seq, prev = _lock_head(session)
+    seq, prev, _ = _seal_unsealed(session, seq, prev)
+    keys = [row["dedupe_key"] for row in rows if row.get("dedupe_key")]
+    seen: set[str] = set()
+    for page in range(0, len(keys), SEAL_PAGE):
+        seen.update(
+            session.scalars(
+                select(events.c.dedupe_key).where(
+                    events.c.dedupe_key.in_(keys[page : page + SEAL_PAGE])
+                )
+            )
+        )
+    fresh: list[dict[str, Any]] = []
+    for row in rows:
+        key = row.get("dedupe_key")
+        if key:
+            if key in seen:
+                continue
+            seen.add(key)
+        seq += 1
+        content = {**row, "seq": seq, "prev_hash": prev}
+        content["hash"] = prev = row_hash(prev, content)
+        fresh.append(content)
+    if fresh:
+        session.execute(events.insert(), fresh)
+    session.execute(update(chain).where(chain.c.id == HEAD_ID).values(seq=seq, hash=prev))
+    return len(fresh)
 
 
 def seal_on_commit(session: Session) -> None:

@@ -162,6 +162,61 @@ async def test_rolled_back_and_skipped_events_leave_no_hole(store: Store) -> Non
     await verified(store)
 
 
+async def test_bulk_append_inserts_sealed_rows_after_what_was_pending(store: Store) -> None:
+    """A broadcast's chunk: its events are hashed from the values given and inserted
+    sealed; an event committed unsealed before goes first, keys seen before (or twice in
+    the batch) are left out without a hole, and what is stored verifies."""
+    [known] = await append(store, 1, dedupe_key=uid("known"))
+    [known_row] = await rows(store, [known])
+    seq0, _ = await head(store)
+    at = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC)
+    fresh = [uid("bulk") for _ in range(3)]
+    batch = [
+        {
+            "at": at, "kind": "sent", "actor": "system", "channel": "email", "reason": "",
+            "detail": {"broadcast": "b", "gen": 1, "note": "Zürich"}, "dedupe_key": key,
+            "customer_external_id": uid("cust"), "message_id": f"m-{key}", "workflow_id": "wf",
+        }
+        for key in [fresh[0], known_row["dedupe_key"], fresh[1], fresh[0], fresh[2]]
+    ]  # fmt: skip
+    async with store.transaction() as session:
+        await session.execute(events.insert().values(at=at, kind="sent", actor="import"))
+        assert await session.run_sync(chain.append_sealed, batch) == 3
+    async with store.session() as session:
+        stored = {
+            r.dedupe_key: r._asdict()
+            for r in await session.execute(select(events).where(events.c.dedupe_key.in_(fresh)))
+        }
+    first = stored[fresh[0]]
+    assert first["seq"] == seq0 + 2  # after the event inserted unsealed in the transaction
+    assert [stored[k]["seq"] for k in fresh] == [seq0 + 2, seq0 + 3, seq0 + 4]
+    for key in fresh:  # the hash made from the values given is the stored row's
+        row = stored[key]
+        assert row["hash"] == row_hash(row["prev_hash"], row)
+    assert stored[fresh[1]]["prev_hash"] == first["hash"]
+    assert await head(store) == (seq0 + 4, stored[fresh[2]]["hash"])
+    assert len(stored) == 3
+    await verified(store)
+
+
+async def test_a_rolled_back_bulk_append_leaves_the_chain_as_it_was(store: Store) -> None:
+    before = await head(store)
+    row = {
+        "at": datetime.now(UTC), "kind": "sent", "actor": "system", "channel": None,
+        "reason": "", "detail": {}, "dedupe_key": uid("bulk"), "customer_external_id": None,
+        "message_id": None, "workflow_id": None,
+    }  # fmt: skip
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as session:
+            await session.run_sync(chain.append_sealed, [row])
+            raise RuntimeError("rolled back")
+    assert await head(store) == before
+    async with store.session() as session:
+        found = select(func.count()).where(events.c.dedupe_key == row["dedupe_key"])
+        assert await session.scalar(found) == 0
+    await verified(store)
+
+
 async def test_seal_pending_seals_in_the_transaction(store: Store) -> None:
     async with store.transaction() as session:
         event = await repo.append_audit(session, kind=AuditKind.SENT)
