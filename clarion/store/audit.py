@@ -16,6 +16,8 @@ a hole in the chain. The lock is held from the seal to the commit only.
 
 A transaction that appends marks its session (:func:`mark_pending`; ``repo.append_audit``
 does); the store's sessions seal marked transactions on commit (:func:`seal_on_commit`).
+Bulk writers (a broadcast's chunk) insert their rows sealed instead (:func:`append_sealed`):
+the same steps, with the rows hashed from the values given before they are inserted.
 """
 
 from __future__ import annotations
