@@ -203,8 +203,8 @@ def append_sealed(session: Session, rows: list[dict[str, Any]]) -> int:
         content = {**row, "seq": seq, "prev_hash": prev}
         content["hash"] = prev = row_hash(prev, content)
         fresh.append(content)
-    if fresh:
-        session.execute(events.insert(), fresh)
+    if fresh:  # Core executemany on the connection (not the ORM's bulk-insert path)
+        session.connection().execute(events.insert(), fresh)
     session.execute(update(chain).where(chain.c.id == HEAD_ID).values(seq=seq, hash=prev))
     return len(fresh)
 
