@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     rate_limit_email: float = Field(default=0.0, ge=0)
     rate_limit_sms: float = Field(default=0.0, ge=0)
     broadcast_concurrency: int = Field(default=32, ge=1, le=1000)
+    # Broadcast batches one worker process runs at a time (each sends
+    # broadcast_concurrency messages in flight; more batches only share the same CPU).
+    broadcast_batch_slots: int = Field(default=1, ge=1, le=64)
     crisis_tiers_file: Path | None = None
     # Alert intake: debounce and the crisis template per alert type (docs/alerts.md).
     alerts_file: Path | None = None

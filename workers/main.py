@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client
@@ -21,6 +22,7 @@ from activities import (
 )
 from clarion.channels import Provider, build_providers
 from clarion.config import Settings
+from clarion.crisis.models import batch_task_queue
 from clarion.logging import get_logger
 from clarion.models import Channel
 from clarion.policy.approval import load_policy
@@ -32,6 +34,35 @@ from workflows.registry import ALL_WORKFLOWS
 log = get_logger(__name__)
 
 
+class Workers:
+    """The worker of Clarion's task queue and the one of its broadcast batches, run
+    together: ``async with`` starts both and stops both."""
+
+    def __init__(self, main: Worker, batches: Worker) -> None:
+        self.main = main
+        self.batches = batches
+
+    async def __aenter__(self) -> Workers:
+        await self.batches.__aenter__()
+        try:
+            await self.main.__aenter__()
+        except BaseException:
+            await self.batches.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.main.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.batches.__aexit__(exc_type, exc, tb)
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -39,7 +70,11 @@ def build_worker(
     providers: dict[Channel, Provider],
     *,
     task_queue: str | None = None,
-) -> Worker:
+) -> Workers:
+    """Clarion's workflows and activities on ``task_queue`` (the settings' by default),
+    and broadcast batches on their own queue, ``broadcast_batch_slots`` at a time: a batch
+    keeps ``broadcast_concurrency`` messages in flight on its own, so more of them in one
+    process only share its CPU (and leave fewer to the other workers)."""
     acts = DeliveryActivities(store, providers, settings)
     journeys = JourneyActivities(store, load_policy(settings.approval_policy_file))
     broadcasts = BroadcastActivities(store, providers, settings)
@@ -78,14 +113,23 @@ def build_worker(
         incidents.launch_incident_broadcast,
         incidents.resolve_incident_broadcast,
     ]
-    return Worker(
+    queue = task_queue or settings.task_queue
+    main = Worker(
         client,
-        task_queue=task_queue or settings.task_queue,
+        task_queue=queue,
         workflows=ALL_WORKFLOWS,
-        activities=activities,
+        activities=activities,  # send_broadcast_batch too: shards started before its queue
         max_concurrent_activities=100,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
+    batches = Worker(
+        client,
+        task_queue=batch_task_queue(queue),
+        activities=[broadcasts.send_broadcast_batch],
+        max_concurrent_activities=settings.broadcast_batch_slots,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+    return Workers(main, batches)
 
 
 async def run_worker(
@@ -117,6 +161,8 @@ async def run_worker(
         log.info(
             "worker started",
             task_queue=settings.task_queue,
+            batch_task_queue=batch_task_queue(settings.task_queue),
+            batch_slots=settings.broadcast_batch_slots,
             namespace=settings.temporal_namespace,
             email=providers[Channel.EMAIL].name,
             sms=providers[Channel.SMS].name,

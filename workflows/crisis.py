@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         Tally,
         TierProgress,
         TierRange,
+        batch_task_queue,
     )
     from clarion.models import ApprovalGateInput, ApprovalOutcome
     from clarion.policy.timing import parse_duration
@@ -45,6 +46,7 @@ CRISIS_UNAPPROVED = "crisis_unapproved"
 MIN_SHARD = 500
 MIN_SHARD_BEFORE = 50  # broadcasts started before the LARGER_SHARDS patch
 LARGER_SHARDS = "larger-shards"
+BATCH_QUEUE = "batch-task-queue"  # batches on their own task queue (broadcast_batch_slots)
 BATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -65,6 +67,10 @@ class BroadcastShardWorkflow:
         total = Tally()
         shard_id = workflow.info().workflow_id
         parent = workflow.get_external_workflow_handle(shard.parent_id)
+        # Shards started before the patch send their batches on the workflows' queue.
+        queue = (
+            batch_task_queue(workflow.info().task_queue) if workflow.patched(BATCH_QUEUE) else None
+        )
         for number, start in enumerate(range(shard.seq_from, shard.seq_to + 1, shard.batch_size)):
             tally: Tally = await workflow.execute_activity_method(
                 BroadcastActivities.send_broadcast_batch,
@@ -78,6 +84,7 @@ class BroadcastShardWorkflow:
                     escalate=shard.escalate,
                     ack_within_s=shard.ack_within_s,
                 ),
+                task_queue=queue,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
                 retry_policy=BATCH_RETRY,

@@ -161,6 +161,12 @@ class BatchReport(_Payload):
     escalation: bool = False
 
 
+def batch_task_queue(task_queue: str) -> str:
+    """The task queue of a broadcast's batches, next to the workflows' ``task_queue``:
+    each worker takes ``broadcast_batch_slots`` batches from it at a time."""
+    return f"{task_queue}-broadcast-batches"
+
+
 class ShardInput(_Payload):
     broadcast_id: str
     parent_id: str

@@ -1,0 +1,115 @@
+"""Benchmark: broadcast batches one worker runs at a time (CLARION_BROADCAST_BATCH_SLOTS).
+
+    .venv/bin/python bench/batch_slots.py [--n 6000] [--rounds 5] [--slots 1 4]
+
+One Temporal dev server, an SMTP sink in its own process, and one Clarion worker per
+setting, each on its own task queue; broadcasts of N emails alternate between the
+workers for --rounds rounds. Printed: each broadcast's rate (launch to the last outcome
+in the store) and its worker's CPU per email, then the medians of the rounds after the
+first (a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from broadcast import (
+    broadcast,
+    cpu_seconds,
+    free_port,
+    publish_examples,
+    seed,
+    spawn_worker,
+    start_sink,
+    wait_ready,
+)
+
+from clarion.config import Settings
+from clarion.models import Channel
+from clarion.store import Store
+from starters.dev import start_temporal, stop_process, wait_for_temporal
+from starters.sdk import ClarionClient
+
+
+async def main(n: int, rounds: int, slots: list[int]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="clarion-slots-"))
+    sink, port, out = await start_sink(work)
+    await wait_ready(out)
+    address = f"127.0.0.1:{free_port()}"  # one server for all
+    settings = {
+        k: Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            home=work,
+            temporal_address=address,
+            task_queue=f"bench-slots-{k}",
+            broadcast_batch_slots=k,
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            email_from="Bench <bench@bench.test>",
+            log_level="WARNING",
+        )
+        for k in slots
+    }
+    first = settings[slots[0]]
+    store = Store(first.database_url)
+    await store.migrate()
+    async with store.transaction() as session:
+        await publish_examples(session)
+    for r in range(rounds):
+        for k in slots:
+            await seed(store, n, f"c{r}s{k}x")
+    print(f"n={n} rounds={rounds} slots={slots} cores={os.cpu_count()}", flush=True)
+    server = await start_temporal(first, ui_port=free_port())
+    workers = {}
+    results: dict[int, list[tuple[float, float]]] = {k: [] for k in slots}
+    try:
+        client = await wait_for_temporal(first, server)
+        for k, s in settings.items():
+            workers[k] = await spawn_worker(s, work / f"worker-{k}.log")
+        await asyncio.sleep(3)
+        for r in range(rounds):
+            for k in slots:
+                clarion = ClarionClient(client, settings[k], store=store)
+                cpu0 = cpu_seconds([workers[k].pid])
+                b = await broadcast(clarion, store, f"c{r}s{k}x", [Channel.EMAIL], n)
+                cpu = (cpu_seconds([workers[k].pid]) - cpu0) * 1000 / n
+                results[k].append((n / b["elapsed"], cpu))
+                print(
+                    f"round {r + 1}: slots={k}: {n / b['elapsed']:7.1f}/s, {cpu:.2f} ms CPU "
+                    "per email",
+                    flush=True,
+                )
+    finally:
+        for proc in workers.values():
+            proc.terminate()
+            await proc.wait()
+        await stop_process(server)
+        sink.terminate()
+        await sink.wait()
+        await store.close()
+    print(f"--- medians of rounds 2 to {rounds}")
+    for k in slots:
+        later = results[k][1:] or results[k]
+        print(
+            f"slots={k}: {statistics.median(x[0] for x in later):7.1f}/s, "
+            f"{statistics.median(x[1] for x in later):.2f} ms CPU per email"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--slots", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.rounds, args.slots))
+    sys.stdout.flush()
+    os._exit(0)
