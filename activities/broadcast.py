@@ -419,9 +419,11 @@ class BroadcastActivities:
                     BroadcastRecipient.gen_sent < gen,
                     BroadcastRecipient.status.in_(("pending", "sending", "sent")),
                 ]
+            # Core statements on the connection: column rows, no ORM state to keep.
+            connection = await session.connection()
             recipients = [
                 _Row(*row)
-                for row in await session.execute(
+                for row in await connection.execute(
                     select(
                         BroadcastRecipient.seq,
                         BroadcastRecipient.customer_external_id,
@@ -445,7 +447,7 @@ class BroadcastActivities:
                         plan.duplicate = plan.recipient.status == "sending"
                         sending.append(plan.recipient.seq)
             if sending:
-                await session.execute(
+                await connection.execute(
                     update(BroadcastRecipient)
                     .where(
                         BroadcastRecipient.broadcast_id == data.broadcast_id,
@@ -692,15 +694,18 @@ class BroadcastActivities:
             )
         of_broadcast = BroadcastRecipient.broadcast_id == data.broadcast_id
         async with self.store.transaction() as session:
+            # Core executemany on the session's connection: the ORM's bulk paths would
+            # inspect every row against the mapper, for nothing here.
+            connection = await session.connection()
             for channel, seqs in reached.items():
-                await session.execute(
+                await connection.execute(
                     update(BroadcastRecipient)
                     .where(of_broadcast, BroadcastRecipient.seq.in_(seqs))
                     .values(status="sent", channel=channel, sent_at=now, reason="", gen_sent=gen)
                     .execution_options(synchronize_session=False)
                 )
             if escalated:
-                await session.execute(
+                await connection.execute(
                     update(BroadcastRecipient)
                     .where(of_broadcast, BroadcastRecipient.seq.in_(escalated))
                     .values(escalated_at=now)
@@ -709,14 +714,11 @@ class BroadcastActivities:
             if others:
                 await session.execute(update(BroadcastRecipient), others)
             dialect = self.store.engine.dialect.name
-            # Core executemany on the session's connection: the ORM's bulk-insert path
-            # would inspect every row against the mapper, for nothing here.
-            connection = await session.connection()
             if deliveries:
                 await connection.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
             if followed:
                 # Delivery analytics: the message nobody acknowledged fell back to the call.
-                await session.execute(
+                await connection.execute(
                     update(Delivery)
                     .where(Delivery.message_id.in_(followed), Delivery.fell_back.is_(False))
                     .values(fell_back=True, updated_at=now)

@@ -67,10 +67,14 @@ class CustomerSnapshot:
 async def customer_snapshots(
     session: AsyncSession, *, external_ids: Sequence[str]
 ) -> dict[str, CustomerSnapshot]:
-    """The customers with these external ids (unknown ids are left out), in two queries."""
+    """The customers with these external ids (unknown ids are left out), in two queries.
+
+    Core queries on the session's connection (bulk reads of a broadcast: no ORM state,
+    no autoflush; what the session holds unflushed is not seen)."""
     if not external_ids:
         return {}
-    rows = await session.execute(
+    connection = await session.connection()
+    rows = await connection.execute(
         select(
             Customer.id,
             Customer.external_id,
@@ -85,7 +89,7 @@ async def customer_snapshots(
         for row in rows
     }
     if by_id:
-        points = await session.execute(
+        points = await connection.execute(
             select(ContactPoint.customer_id, ContactPoint.kind, ContactPoint.value).where(
                 ContactPoint.customer_id.in_(list(by_id))
             )
@@ -98,11 +102,12 @@ async def customer_snapshots(
 async def consent_facts_for(
     session: AsyncSession, *, customer_ids: Sequence[int]
 ) -> dict[int, list[ConsentFact]]:
-    """Consent facts of many customers at once, oldest first per customer."""
+    """Consent facts of many customers at once, oldest first per customer (a Core query on
+    the session's connection, as :func:`customer_snapshots`)."""
     facts: dict[int, list[ConsentFact]] = {}
     if not customer_ids:
         return facts
-    rows = await session.execute(
+    rows = await (await session.connection()).execute(
         select(
             ConsentRecord.customer_id,
             ConsentRecord.channel,

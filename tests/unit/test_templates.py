@@ -101,6 +101,17 @@ def test_render_nested_variables_and_filters() -> None:
     assert render(variant, {"customer": {"first_name": "ann"}}) == RenderedSms(body="ANN x")
 
 
+def test_jinja_globals_and_variables_do_not_leak_between_renders() -> None:
+    # Each render gets Jinja's globals (range, namespace, ...) and only its own variables.
+    variant = SmsVariant(
+        body="{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}"
+        "{% endfor %}{{ ns.n }} {{ name | default('none') }}"
+    )
+    assert render(variant, {"name": "Ann"}) == RenderedSms(body="3 Ann")
+    assert render(variant, {}) == RenderedSms(body="3 none")
+    assert render(SmsVariant(body="{{ range }}"), {"range": "mine"}) == RenderedSms(body="mine")
+
+
 def test_missing_variable_names_field_path_and_variable() -> None:
     variant = EmailVariant(subject="Order {{ order_id }}", text="t")
     with pytest.raises(RenderError) as info:
