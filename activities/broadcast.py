@@ -694,8 +694,9 @@ class BroadcastActivities:
             )
         of_broadcast = BroadcastRecipient.broadcast_id == data.broadcast_id
         async with self.store.transaction() as session:
-            # Core executemany on the session's connection: the ORM's bulk paths would
-            # inspect every row against the mapper, for nothing here.
+            # Core statements on the session's connection: the ORM's bulk-insert path would
+            # inspect every row against the mapper, for nothing (the rows of ``others``
+            # differ in their columns: the ORM's update by primary key groups them).
             connection = await session.connection()
             for channel, seqs in reached.items():
                 await connection.execute(

@@ -31,22 +31,23 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from broadcast import (  # noqa: E402
+    bench_settings,
     count,
     free_port,
     publish_examples,
     seed,
     spawn_worker,
     start_sink,
+    stop_all,
     wait_ready,
 )
 from pydantic import SecretStr  # noqa: E402
 
-from clarion.config import Settings  # noqa: E402
 from clarion.crisis.models import BroadcastState  # noqa: E402
 from clarion.store import Store  # noqa: E402
 from clarion.store import incidents as incidents_repo  # noqa: E402
 from clarion.store import operators as operators_repo  # noqa: E402
-from starters.dev import start_temporal, stop_process, wait_for_temporal  # noqa: E402
+from starters.dev import start_temporal, wait_for_temporal  # noqa: E402
 from starters.sdk import ClarionClient  # noqa: E402
 
 RULES = """\
@@ -112,12 +113,7 @@ async def main(n: int, rounds: int) -> None:
     rules.write_text(RULES)
     sink, smtp_port, sink_out = await start_sink(work)
     await wait_ready(sink_out)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        home=work, temporal_address=f"127.0.0.1:{free_port()}", task_queue="bench-alerts",
-        smtp_host="127.0.0.1", smtp_port=smtp_port, email_from="Bench <bench@bench.test>",
-        alerts_file=rules, log_level="WARNING",
-    )  # fmt: skip
+    settings = bench_settings(work, smtp_port, "bench-alerts", alerts_file=rules)
     store = Store(settings.database_url)
     await store.migrate()
     async with store.transaction() as session:
@@ -153,13 +149,7 @@ async def main(n: int, rounds: int) -> None:
                 flush=True,
             )
     finally:
-        if worker is not None:
-            worker.terminate()
-            await worker.wait()
-        await stop_process(server)
-        sink.terminate()
-        await sink.wait()
-        await store.close()
+        await stop_all([worker] if worker is not None else [], server, [sink], store)
 
     received = json.loads(sink_out.read_text())["by_recipient"]
     expected = [f"a{r}x{i}@bench.test" for r in range(rounds) for i in range(n)]

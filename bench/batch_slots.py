@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from broadcast import (
+    bench_settings,
     broadcast,
     cpu_seconds,
     free_port,
@@ -29,13 +30,13 @@ from broadcast import (
     seed,
     spawn_worker,
     start_sink,
+    stop_all,
     wait_ready,
 )
 
-from clarion.config import Settings
 from clarion.models import Channel
 from clarion.store import Store
-from starters.dev import start_temporal, stop_process, wait_for_temporal
+from starters.dev import start_temporal, wait_for_temporal
 from starters.sdk import ClarionClient
 
 
@@ -45,16 +46,8 @@ async def main(n: int, rounds: int, slots: list[int]) -> None:
     await wait_ready(out)
     address = f"127.0.0.1:{free_port()}"  # one server for all
     settings = {
-        k: Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            home=work,
-            temporal_address=address,
-            task_queue=f"bench-slots-{k}",
-            broadcast_batch_slots=k,
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-            email_from="Bench <bench@bench.test>",
-            log_level="WARNING",
+        k: bench_settings(
+            work, port, f"bench-slots-{k}", temporal_address=address, broadcast_batch_slots=k
         )
         for k in slots
     }
@@ -88,13 +81,7 @@ async def main(n: int, rounds: int, slots: list[int]) -> None:
                     flush=True,
                 )
     finally:
-        for proc in workers.values():
-            proc.terminate()
-            await proc.wait()
-        await stop_process(server)
-        sink.terminate()
-        await sink.wait()
-        await store.close()
+        await stop_all(workers.values(), server, [sink], store)
     print(f"--- medians of rounds 2 to {rounds}")
     for k in slots:
         later = results[k][1:] or results[k]

@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,35 @@ def worker_env(settings: Settings) -> dict[str, str]:
                 value.get_secret_value() if hasattr(value, "get_secret_value") else value
             )
     return env
+
+
+def bench_settings(work: Path, smtp_port: int, task_queue: str, **extra: Any) -> Settings:
+    """A bench run's settings: its own home and Temporal port, email to the SMTP sink on
+    ``smtp_port``, quiet logs; ``extra`` adds or replaces settings."""
+    values: dict[str, Any] = {
+        "home": work, "temporal_address": f"127.0.0.1:{free_port()}", "task_queue": task_queue,
+        "smtp_host": "127.0.0.1", "smtp_port": smtp_port,
+        "email_from": "Bench <bench@bench.test>", "log_level": "WARNING",
+    }  # fmt: skip
+    return Settings(_env_file=None, **(values | extra))  # type: ignore[call-arg]
+
+
+async def stop_all(
+    workers: Iterable[asyncio.subprocess.Process],
+    server: asyncio.subprocess.Process,
+    servers: Iterable[asyncio.subprocess.Process],
+    store: Store,
+) -> None:
+    """Stop the worker processes, then the Temporal dev server and the other ``servers``
+    (SMTP sink, Twilio-compatible server), and close the store."""
+    for proc in workers:
+        proc.terminate()
+        await proc.wait()
+    await stop_process(server)
+    for proc in servers:
+        proc.terminate()
+        await proc.wait()
+    await store.close()
 
 
 async def start_sink(work: Path) -> tuple[asyncio.subprocess.Process, int, Path]:
@@ -305,13 +335,10 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         cwd=ROOT,
     )
     await wait_ready(sink_out, work / "twilio.json")
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        home=work, temporal_address=f"127.0.0.1:{free_port()}", task_queue="bench-broadcast",
-        smtp_host="127.0.0.1", smtp_port=smtp_port, email_from="Bench <bench@bench.test>",
+    settings = bench_settings(
+        work, smtp_port, "bench-broadcast",
         twilio_account_sid="AC00000000000000000000000000000001", twilio_auth_token="test-token",
         twilio_from_number="+14155550100", twilio_base_url=f"http://127.0.0.1:{twilio_port}",
-        log_level="WARNING",
     )  # fmt: skip
     store = Store(settings.database_url)
     await store.migrate()
@@ -375,15 +402,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
             )
             results.append(res)
     finally:
-        for proc in procs:
-            proc.terminate()
-            await proc.wait()
-        await stop_process(server)
-        sink.terminate()
-        twilio.terminate()
-        await sink.wait()
-        await twilio.wait()
-        await store.close()
+        await stop_all(procs, server, [sink, twilio], store)
 
     received = json.loads(sink_out.read_text())["by_recipient"]
     sms_received = json.loads((work / "twilio.json").read_text())["by_recipient"]

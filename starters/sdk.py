@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import insert
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -285,27 +286,27 @@ class ClarionClient:
             try:
                 return await self.approval(request_id)
             except NotFound:
-                try:
-                    await self.temporal.get_workflow_handle(f"approval:{request_id}").describe()
-                except RPCError as exc:
-                    if exc.status is not RPCStatusCode.NOT_FOUND:
-                        raise
-                    if not await self._subject_running(request_id):
-                        raise NotFound("approval request", request_id) from None
+                gate = await self._describe(f"approval:{request_id}")
+                if gate is None and not await self._subject_running(request_id):
+                    raise NotFound("approval request", request_id) from None
             await asyncio.sleep(0.1)
         return await self.approval(request_id)
+
+    async def _describe(self, workflow_id: str) -> WorkflowExecutionDescription | None:
+        """The workflow's description, or None when there is no workflow of that id."""
+        try:
+            return await self.temporal.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
 
     async def _subject_running(self, request_id: str) -> bool:
         """Whether a message or broadcast with this id is running (its approval gate may be
         about to start)."""
         for workflow_id in (workflow_id_for_message(request_id), broadcast_workflow_id(request_id)):
-            try:
-                description = await self.temporal.get_workflow_handle(workflow_id).describe()
-            except RPCError as exc:
-                if exc.status is RPCStatusCode.NOT_FOUND:
-                    continue
-                raise
-            if description.status is WorkflowExecutionStatus.RUNNING:
+            description = await self._describe(workflow_id)
+            if description is not None and description.status is WorkflowExecutionStatus.RUNNING:
                 return True
         return False
 

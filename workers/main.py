@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client
@@ -34,33 +34,13 @@ from workflows.registry import ALL_WORKFLOWS
 log = get_logger(__name__)
 
 
-class Workers:
-    """The worker of Clarion's task queue and the one of its broadcast batches, run
-    together: ``async with`` starts both and stops both."""
-
-    def __init__(self, main: Worker, batches: Worker) -> None:
-        self.main = main
-        self.batches = batches
-
-    async def __aenter__(self) -> Workers:
-        await self.batches.__aenter__()
-        try:
-            await self.main.__aenter__()
-        except BaseException:
-            await self.batches.__aexit__(None, None, None)
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self.main.__aexit__(exc_type, exc, tb)
-        finally:
-            await self.batches.__aexit__(exc_type, exc, tb)
+@asynccontextmanager
+async def _running(*workers: Worker) -> AsyncIterator[None]:
+    """Run the workers together: started in order, stopped in reverse order."""
+    async with AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield
 
 
 def build_worker(
@@ -70,7 +50,7 @@ def build_worker(
     providers: dict[Channel, Provider],
     *,
     task_queue: str | None = None,
-) -> Workers:
+) -> AbstractAsyncContextManager[None]:
     """Clarion's workflows and activities on ``task_queue`` (the settings' by default),
     and broadcast batches on their own queue, ``broadcast_batch_slots`` at a time: a batch
     keeps ``broadcast_concurrency`` messages in flight on its own, so more of them in one
@@ -129,7 +109,7 @@ def build_worker(
         max_concurrent_activities=settings.broadcast_batch_slots,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
-    return Workers(main, batches)
+    return _running(batches, main)
 
 
 async def run_worker(
