@@ -1,7 +1,8 @@
 """A real SMTP server (aiosmtpd) on loopback that records what it accepts.
 
 It can be stopped and started again on the same port (an outage), can refuse chosen
-recipients with 550, and can stall a transaction (to kill a worker mid-send).
+recipients with 550, can stall a transaction (to kill a worker mid-send), and can leave
+8BITMIME out of its EHLO reply (a server that takes 7-bit messages only).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Received:
     rcpt_tos: list[str]
     message: Message
     peer: tuple[str, int] = ("", 0)  # the client's address: one per SMTP connection
+    raw: bytes = b""  # the message as it came in DATA (line ends CRLF)
+    mail_options: tuple[str, ...] = ()
 
     @property
     def clarion_id(self) -> str:
@@ -37,6 +40,14 @@ class Received:
 @dataclass
 class _Handler:
     server: SmtpServer
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.server.eight_bit:
+            return responses
+        return [r for r in responses if r[4:] != "8BITMIME"]
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -57,7 +68,14 @@ class _Handler:
         msg = email.message_from_bytes(envelope.content)
         with self.server.lock:
             self.server.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), msg, tuple(session.peer))
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    msg,
+                    tuple(session.peer),
+                    bytes(envelope.original_content),
+                    tuple(envelope.mail_options),
+                )
             )
         return "250 2.0.0 OK queued"
 
@@ -71,6 +89,7 @@ class SmtpServer:
     stall_rcpt: threading.Event = field(default_factory=threading.Event)
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    eight_bit: bool = True  # offer 8BITMIME
     _controller: Controller | None = None
 
     def start(self) -> None:

@@ -1,0 +1,130 @@
+"""The SMTP provider against a real SMTP server (aiosmtpd on loopback): what arrives is what
+the email package would have written, whether the message was composed directly or built
+with the email package, and a server without 8BITMIME gets 7-bit messages."""
+
+from __future__ import annotations
+
+import email
+import re
+from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from clarion.channels import email as email_channel
+from clarion.channels.base import OutgoingEmail
+from clarion.channels.email import SmtpEmailProvider
+from clarion.config import Settings
+from tests.support.smtp_server import SmtpServer
+from tests.unit.test_mime import flat, normalised
+
+SENDER = "Clarion Tests <noreply@clarion.test>"
+
+
+@pytest.fixture
+def seven_bit_server() -> Iterator[SmtpServer]:
+    server = SmtpServer(eight_bit=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+def provider_for(server: SmtpServer, tmp_path: Path) -> SmtpEmailProvider:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        email_from=SENDER,
+    )
+    return SmtpEmailProvider(settings)
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def text_of(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    assert part is not None
+    return str(part.get_content()).replace("\r\n", "\n")  # an 8bit body keeps its CRLF
+
+
+SIMPLE = OutgoingEmail(
+    "crisis-b1-g1-c7",
+    "c7@example.com",
+    "Service disruption",
+    "Hello Jürgen. We are aware of a disruption.",
+    "<p>Hello Jürgen.</p>",
+    (("List-Unsubscribe", "<https://clarion.test/u/tok>"),),
+)
+NOT_SIMPLE = OutgoingEmail("m-2", "zoe@example.com", "Bienvenue Zoé", "Prêt ✓\n", "<p>✓</p>")
+
+
+async def test_a_simple_message_is_composed_without_the_email_package(
+    smtp_server: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common message never touches build_email (so none of its cost), and the server
+    receives the bytes the email package would have sent."""
+    expected = normalised(flat(email_channel.build_email(SIMPLE, SENDER), "8bit"))
+
+    def refuse(*_: object) -> EmailMessage:
+        raise AssertionError("build_email called for a simple message")
+
+    monkeypatch.setattr(email_channel, "build_email", refuse)
+    provider = provider_for(smtp_server, tmp_path)
+    try:
+        receipt = await provider.send(SIMPLE)
+    finally:
+        await provider.aclose()
+    [received] = smtp_server.with_id(SIMPLE.message_id)
+    assert normalised(received.raw) == expected
+    assert "BODY=8BITMIME" in received.mail_options
+    assert receipt.provider_message_id == "<crisis-b1-g1-c7@clarion.test>"
+    assert received.message["Message-ID"] == receipt.provider_message_id
+    assert text_of(parsed(received.raw), "plain") == "Hello Jürgen. We are aware of a disruption.\n"
+
+
+async def test_other_messages_are_built_by_the_email_package(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    provider = provider_for(smtp_server, tmp_path)
+    try:
+        await provider.send(NOT_SIMPLE)
+    finally:
+        await provider.aclose()
+    [received] = smtp_server.with_id(NOT_SIMPLE.message_id)
+    message = parsed(received.raw)
+    assert message["Subject"] == "Bienvenue Zoé"
+    assert b"\r\nSubject: Bienvenue =?utf-8?q?Zo=C3=A9?=\r\n" in received.raw
+    assert text_of(message, "plain") == "Prêt ✓\n"
+    assert text_of(message, "html") == "<p>✓</p>\n"
+
+
+async def test_a_server_without_8bitmime_gets_7bit_messages(
+    seven_bit_server: SmtpServer, tmp_path: Path
+) -> None:
+    """A composed body with non-ASCII text is re-encoded by the email package for such a
+    server; an ASCII one goes as composed."""
+    ascii_only = OutgoingEmail("m-3", "a@example.com", "Status", "All is well.")
+    provider = provider_for(seven_bit_server, tmp_path)
+    try:
+        await provider.send(SIMPLE)
+        await provider.send(ascii_only)
+    finally:
+        await provider.aclose()
+    [received] = seven_bit_server.with_id(SIMPLE.message_id)
+    assert received.raw.isascii()
+    assert "BODY=8BITMIME" not in received.mail_options
+    assert re.search(rb"Content-Transfer-Encoding: (base64|quoted-printable)", received.raw)
+    message = parsed(received.raw)
+    assert text_of(message, "plain") == "Hello Jürgen. We are aware of a disruption.\n"
+    assert text_of(message, "html") == "<p>Hello Jürgen.</p>\n"
+    [plain] = seven_bit_server.with_id("m-3")
+    assert normalised(plain.raw) == normalised(
+        flat(email_channel.build_email(ascii_only, SENDER), "7bit")
+    )
