@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     twilio_from_number: str = ""
     twilio_base_url: str = ""
     twilio_timeout: float = Field(default=30.0, gt=0)
+    # HTTP connections to the Twilio API kept open per worker (requests in flight at once).
+    twilio_connections: int = Field(default=8, ge=1, le=256)
     # Ask Twilio to report each SMS's status to <public_base_url>/webhooks/twilio/status
     # (off by default: that URL must be reachable from the internet).
     twilio_status_callbacks: bool = False
