@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.policy
+import functools
 import io
 import time
+from datetime import UTC, datetime
 from email.generator import BytesGenerator
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
 import aiosmtplib
+from aiosmtplib.typing import SMTPStatus
 
 from clarion.channels.base import OutgoingEmail, OutgoingMessage, ProviderReceipt, safe_token
-from clarion.channels.mime import Composed, compose, smtp_date
+from clarion.channels.mime import ADDR_SPEC, Composed, compose, smtp_date
 from clarion.config import Settings
 from clarion.errors import PermanentChannelError, RetryableChannelError
 from clarion.models import Channel
@@ -31,9 +34,14 @@ MAX_IDLE_SECONDS = 30.0
 def message_id_header(message_id: str, sender: str) -> str:
     """The same Clarion message always carries the same Message-ID, so that a resend
     in the at-least-once window can be recognised by the receiving side."""
+    return f"<{safe_token(message_id)}@{_message_id_domain(sender)}>"
+
+
+@functools.lru_cache(maxsize=64)
+def _message_id_domain(sender: str) -> str:
     address = parseaddr(sender)[1]
     domain = address.rpartition("@")[2] if "@" in address else ""
-    return f"<{safe_token(message_id)}@{domain or 'clarion.local'}>"
+    return domain or "clarion.local"
 
 
 class CachingHeaderRegistry(HeaderRegistry):
@@ -121,10 +129,12 @@ class SmtpEmailProvider:
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(settings.smtp_pool_size)
         self._sender = parseaddr(settings.email_from)[1] or settings.email_from
-        # The From header is the same in every message: folded once, by the email package
-        # (a non-ASCII sender address needs SMTPUTF8: such messages are built the slow way).
+        self._date = _DateCache()
+        # The From header is the same in every message: folded once, by the email package.
+        # Messages are composed only from a plain dot-atom sender address (one that needs
+        # SMTPUTF8 or quoting goes the email package's way, and aiosmtplib checks it).
         self._from_line: bytes | None = None
-        if self._sender.isascii():
+        if ADDR_SPEC.fullmatch(self._sender):
             self._from_line = POLICY.clone(linesep="\r\n").fold_binary(
                 "From", POLICY.header_store_parse("From", settings.email_from)[1]
             )
@@ -158,7 +168,7 @@ class SmtpEmailProvider:
         message_id = message_id_header(message.message_id, self._settings.email_from)
         mail: EmailMessage | Composed | None = None
         if self._from_line is not None:
-            mail = compose(message, self._from_line, message_id, smtp_date())
+            mail = compose(message, self._from_line, message_id, self._date.now())
         if mail is None:
             mail = build_email(message, self._settings.email_from)
         async with self._slots:
@@ -217,13 +227,56 @@ async def _send(
         options.append("BODY=8BITMIME")
         cte_type = "8bit"
     if isinstance(mail, Composed):
-        await client.sendmail(sender, [to], mail.data, mail_options=options)
+        await _transaction(client, sender, to, mail.data, options)
         return
     policy = POLICY.clone(linesep="\r\n", utf8=utf8, cte_type=cte_type)
     with io.BytesIO() as buffer:
         BytesGenerator(buffer, policy=policy).flatten(mail)
         data = buffer.getvalue()
     await client.sendmail(sender, [to], data, mail_options=options)
+
+
+async def _transaction(
+    client: aiosmtplib.SMTP, sender: str, to: str, data: bytes, options: list[str]
+) -> None:
+    """MAIL, RCPT and DATA as aiosmtplib's ``sendmail`` does them for one recipient, with
+    the same errors (and RSET after a refusal), without parsing the two addresses again
+    for each message: the sender was checked once (:class:`SmtpEmailProvider`), and a
+    composed message's recipient is a plain dot-atom address. ``data`` has CRLF line ends
+    only, so its length is what the SIZE extension counts."""
+    if client.supports_extension("size"):
+        options = [f"size={len(data)}", *options]
+    try:
+        reply = await client.execute_command(
+            b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *(o.encode() for o in options)
+        )
+        if reply.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+        reply = await client.execute_command(b"RCPT", b"TO:<" + to.encode("ascii") + b">")
+        if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, to)]
+            )
+        await client.data(data)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+
+
+class _DateCache:
+    """The Date header's value, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._value = smtp_date(datetime.fromtimestamp(second, UTC))
+            self._second = second
+        return self._value
 
 
 async def _quietly_close(client: aiosmtplib.SMTP) -> None:

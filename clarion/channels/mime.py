@@ -30,7 +30,7 @@ MAX_LINE = 998  # RFC 5322; Clarion's policy folds nothing shorter
 # An addr-spec the email package writes back unchanged: dot-atom local part and domain.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
-_ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
+ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
 _MSG_ID = re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>")
 # An unstructured value written back unchanged: printable ASCII words, one space apart.
 _PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*")
@@ -101,7 +101,7 @@ def compose(
     every message, so the caller folds it once); ``message_id``: the Message-ID header's
     value; ``date``: the Date header's value (:func:`smtp_date`)."""
     if not (
-        _ADDR_SPEC.fullmatch(message.to)
+        ADDR_SPEC.fullmatch(message.to)
         and _plain("Subject", message.subject)
         and _plain("X-Clarion-Message-Id", message.message_id)
         and _MSG_ID.fullmatch(message_id)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import email
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from clarion.channels import email as email_channel
 from clarion.channels.base import OutgoingEmail
 from clarion.channels.email import SmtpEmailProvider
 from clarion.config import Settings
+from clarion.errors import PermanentChannelError
 from tests.support.smtp_server import SmtpServer
 from tests.unit.test_mime import flat, normalised
 
@@ -87,6 +90,8 @@ async def test_a_simple_message_is_composed_without_the_email_package(
     assert receipt.provider_message_id == "<crisis-b1-g1-c7@clarion.test>"
     assert received.message["Message-ID"] == receipt.provider_message_id
     assert text_of(parsed(received.raw), "plain") == "Hello Jürgen. We are aware of a disruption.\n"
+    sent_at = parsedate_to_datetime(str(received.message["Date"]))
+    assert abs((datetime.now(UTC) - sent_at).total_seconds()) < 5
 
 
 async def test_other_messages_are_built_by_the_email_package(
@@ -128,3 +133,36 @@ async def test_a_server_without_8bitmime_gets_7bit_messages(
     assert normalised(plain.raw) == normalised(
         flat(email_channel.build_email(ascii_only, SENDER), "7bit")
     )
+
+
+async def test_a_refused_recipient_is_a_permanent_error_and_the_next_message_goes_out(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """A 550 for one recipient is a permanent error with its code, and the next message
+    goes out (on a new connection), its SIZE declared right."""
+    refused = OutgoingEmail("m-refused", "gone@example.com", "Status", "Hello.")
+    accepted = OutgoingEmail("m-accepted", "here@example.com", "Status", "Hello again.")
+    smtp_server.refuse.add(refused.to)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        email_from=SENDER,
+        smtp_pool_size=1,
+    )
+    provider = SmtpEmailProvider(settings)
+    try:
+        first = OutgoingEmail("m-first", "first@example.com", "Status", "First.")
+        await provider.send(first)
+        with pytest.raises(PermanentChannelError, match="recipient refused: 550") as caught:
+            await provider.send(refused)
+        await provider.send(accepted)
+    finally:
+        smtp_server.refuse.discard(refused.to)
+        await provider.aclose()
+    assert caught.value.code == "550"
+    assert smtp_server.with_id(refused.message_id) == []
+    [after] = smtp_server.with_id(accepted.message_id)
+    assert after.rcpt_tos == ["here@example.com"]
+    assert f"SIZE={len(after.raw)}" in after.mail_options
