@@ -219,7 +219,9 @@ async def plain_sms(settings: Settings, n: int, concurrency: int, first: int, bo
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    await provider.aclose()
+    return elapsed
 
 
 async def broadcast(

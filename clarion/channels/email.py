@@ -243,21 +243,34 @@ async def _transaction(
     the same errors (and RSET after a refusal), without parsing the two addresses again
     for each message: the sender was checked once (:class:`SmtpEmailProvider`), and a
     composed message's recipient is a plain dot-atom address. ``data`` has CRLF line ends
-    only, so its length is what the SIZE extension counts."""
+    only, so its length is what the SIZE extension counts.
+
+    Each reply is awaited under ``asyncio.timeout`` (the client's timeout; both replies of
+    DATA together get twice that) rather than aiosmtplib's ``wait_for``, which made a task
+    per reply; a timeout raises ``TimeoutError`` and the caller drops the connection."""
     if client.supports_extension("size"):
         options = [f"size={len(data)}", *options]
+    limit = client.timeout
     try:
-        reply = await client.execute_command(
-            b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *(o.encode() for o in options)
-        )
+        async with asyncio.timeout(limit):
+            reply = await client.execute_command(
+                b"MAIL",
+                b"FROM:<" + sender.encode("ascii") + b">",
+                *(o.encode() for o in options),
+                timeout=None,
+            )
         if reply.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-        reply = await client.execute_command(b"RCPT", b"TO:<" + to.encode("ascii") + b">")
+        async with asyncio.timeout(limit):
+            reply = await client.execute_command(
+                b"RCPT", b"TO:<" + to.encode("ascii") + b">", timeout=None
+            )
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientsRefused(
                 [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, to)]
             )
-        await client.data(data)
+        async with asyncio.timeout(None if limit is None else 2 * limit):
+            await client.data(data, timeout=None)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
             await client.rset()

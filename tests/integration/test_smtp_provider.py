@@ -4,6 +4,7 @@ with the email package, and a server without 8BITMIME gets 7-bit messages."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import re
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from clarion.channels import email as email_channel
 from clarion.channels.base import OutgoingEmail
 from clarion.channels.email import SmtpEmailProvider
 from clarion.config import Settings
-from clarion.errors import PermanentChannelError
+from clarion.errors import PermanentChannelError, RetryableChannelError
 from tests.support.smtp_server import SmtpServer
 from tests.unit.test_mime import flat, normalised
 
@@ -166,3 +167,39 @@ async def test_a_refused_recipient_is_a_permanent_error_and_the_next_message_goe
     [after] = smtp_server.with_id(accepted.message_id)
     assert after.rcpt_tos == ["here@example.com"]
     assert f"SIZE={len(after.raw)}" in after.mail_options
+
+
+async def test_a_server_that_stops_answering_is_a_retryable_timeout(
+    tmp_path: Path,
+) -> None:
+    """A reply that does not come within CLARION_SMTP_TIMEOUT ends the send with a retryable
+    error, and the connection is dropped: the next message opens a new one."""
+    server = SmtpServer()
+    server.start()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        email_from=SENDER,
+        smtp_timeout=0.5,
+        smtp_pool_size=1,
+    )
+    provider = SmtpEmailProvider(settings)
+    try:
+        server.stall_rcpt.set()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RetryableChannelError, match="SMTP unavailable"):
+            await provider.send(OutgoingEmail("m-stalled", "slow@example.com", "S", "t"))
+        assert asyncio.get_running_loop().time() - started < 5
+        assert server.stalled.is_set()
+        server.stall_rcpt.clear()
+        server.release.set()
+        await provider.send(OutgoingEmail("m-after", "fast@example.com", "S", "t"))
+    finally:
+        server.release.set()
+        await provider.aclose()
+        server.stop()
+    assert server.with_id("m-stalled") == []
+    [after] = server.with_id("m-after")
+    assert after.rcpt_tos == ["fast@example.com"]
