@@ -1,0 +1,103 @@
+"""Benchmark: Clarion's SMTP client, messages composed directly against the same messages
+built with the email package (how every email was built before), side by side.
+
+    .venv/bin/python bench/smtp_client.py [--n 5000] [--rounds 5] [--concurrency 32]
+
+Both send N crisis notices (the text Clarion's crisis-outage template renders) through
+SmtpEmailProvider, with its pool of connections, to the SMTP sink in its own process
+(bench/smtp_sink.py). "email package" is the provider with the composer switched off: it
+builds each message with EmailMessage, flattens it and sends it with aiosmtplib's
+sendmail. The two alternate for --rounds rounds; printed: each round's rate and CPU per
+message of this process, and the medians. The sink's counts are checked at the end (no
+loss, no duplicate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from broadcast import SUBJECT, bench_settings, rendered_texts, start_sink, wait_ready  # noqa: E402
+
+from clarion.channels import OutgoingEmail, SmtpEmailProvider  # noqa: E402
+from clarion.channels import email as email_channel  # noqa: E402
+
+
+async def send_all(settings: Any, n: int, concurrency: int, prefix: str, text: str) -> float:
+    provider = SmtpEmailProvider(settings)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await provider.send(
+                OutgoingEmail(f"{prefix}-{i}", f"{prefix}{i}@bench.test", SUBJECT, text)
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - started
+    await provider.aclose()
+    return elapsed
+
+
+async def main(n: int, rounds: int, concurrency: int) -> None:
+    text, _ = rendered_texts()
+    work = Path(tempfile.mkdtemp(prefix="clarion-smtp-"))
+    sink, port, sink_out = await start_sink(work)
+    await wait_ready(sink_out)
+    settings = bench_settings(work, port, "unused")
+    composer = email_channel.compose
+    results: dict[str, list[tuple[float, float]]] = {"email package": [], "composed": []}
+    print(f"n={n} rounds={rounds} concurrency={concurrency} smtp_pool={settings.smtp_pool_size}")
+    try:
+        for r in range(rounds):
+            for name in ("email package", "composed"):
+                email_channel.compose = composer if name == "composed" else _never  # type: ignore[assignment]
+                cpu = time.process_time()
+                elapsed = await send_all(settings, n, concurrency, f"r{r}{name[0]}", text)
+                cpu = time.process_time() - cpu
+                results[name].append((n / elapsed, cpu / n * 1000))
+                print(
+                    f"round {r + 1}: {name:14} {n / elapsed:7.1f}/s, "
+                    f"{cpu / n * 1000:.3f} ms CPU per message",
+                    flush=True,
+                )
+    finally:
+        email_channel.compose = composer
+        sink.terminate()
+        await sink.wait()
+    counts = json.loads(sink_out.read_text())
+    expected = 2 * rounds * n
+    duplicates = sum(c - 1 for c in counts["by_recipient"].values() if c > 1)
+    print(f"--- medians over {rounds} rounds")
+    for name, rows in results.items():
+        rate = statistics.median(r for r, _ in rows)
+        cpu = statistics.median(c for _, c in rows)
+        print(f"{name:14} {rate:7.1f}/s, {cpu:.3f} ms CPU per message")
+    old, new = (statistics.median(r for r, _ in results[k]) for k in results)
+    print(f"composed / email package: {new / old:.2f}x the rate")
+    print(f"sink: {counts['messages']} of {expected} messages, duplicates {duplicates}")
+
+
+def _never(*_: Any) -> None:
+    return None
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.rounds, args.concurrency))
