@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -112,6 +113,18 @@ def build_worker(
     return _running(batches, main)
 
 
+def freeze_startup_objects() -> int:
+    """Collect once, then move every object start-up made (modules, SQLAlchemy's and the
+    SDK's tables, the sandbox's) out of the garbage collector's sight; returns how many.
+
+    A full collection walks all tracked objects: a worker's start-up leaves some hundreds
+    of thousands, so each one paused the worker for about a tenth of a second, a few times
+    a minute under load. After this it walks only what the work allocated since."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def run_worker(
     settings: Settings, *, stop: asyncio.Event, client: Client | None = None
 ) -> None:
@@ -138,8 +151,10 @@ async def run_worker(
         except Exception as exc:  # e.g. no permission: purge by hand (clarion retention run)
             log.warning("could not create or update the retention schedule", error=str(exc))
         worker = build_worker(client, settings, store, providers)
+        frozen = freeze_startup_objects()
         log.info(
             "worker started",
+            frozen_objects=frozen,
             task_queue=settings.task_queue,
             batch_task_queue=batch_task_queue(settings.task_queue),
             batch_slots=settings.broadcast_batch_slots,
