@@ -16,6 +16,7 @@ after a newer one.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -74,7 +75,7 @@ from clarion.templates import TemplateDefinition
 
 log = get_logger(__name__)
 
-CHUNK = 250
+FIRST_CHUNK = 250  # a batch's first chunk: the channel waits while it is planned
 PIPELINE_DEPTH = 2  # chunks in flight in one batch: one sending while the next is planned
 RETRIES_IN_BATCH = 3
 CRISIS_CATEGORY = "crisis"
@@ -98,7 +99,8 @@ class _Row:
 
 @dataclass
 class _Chunk:
-    """Up to CHUNK recipients on their way: planned, being sent, then recorded."""
+    """Up to ``broadcast_chunk_size`` recipients on their way: planned, being sent, then
+    recorded."""
 
     end: int  # the last seq the chunk covers
     cancelled: bool = False
@@ -351,16 +353,29 @@ class BroadcastActivities:
     async def send_broadcast_batch(self, data: BatchInput) -> Tally:
         """Send recipients ``seq_from..seq_to`` chunk by chunk, as a pipeline: while one
         chunk's messages go out, the next chunk is read and planned, so the channel never
-        waits for the store. The heartbeat carries the end of the last chunk whose outcomes
-        are written, and of every chunk before it."""
+        waits for the store.
+
+        The heartbeat carries the end of the last chunk whose outcomes are written, with
+        every chunk before it, and the tally of those recipients. A retry resumes after that
+        end, with that tally, plus the recipients after it that an earlier attempt wrote
+        (chunks in flight when a chunk failed, or written after the last heartbeat that
+        reached Temporal), counted from the store: the batch's tally covers each recipient
+        once, however many attempts it took."""
         info = activity.info()
         start = data.seq_from
+        tally = Tally()
         if info.heartbeat_details:
             start = int(info.heartbeat_details[0]) + 1
-        tally = Tally()
+            if len(info.heartbeat_details) > 1:
+                tally = Tally.model_validate(info.heartbeat_details[1])
+        if info.attempt > 1:
+            tally.merge(await self._written_already(data, start))
+        progress: list[Any] = list(info.heartbeat_details)
+        _PROGRESS.set(progress)  # what a keep-alive heartbeat repeats
         gate = asyncio.Semaphore(self.settings.broadcast_concurrency)
         in_flight: deque[tuple[_Chunk, asyncio.Task[None]]] = deque()
         retry = 0
+        chunk_size = self.settings.broadcast_chunk_size
         with structlog.contextvars.bound_contextvars(
             broadcast_id=data.broadcast_id, tier=data.tier, seq_from=start, attempt=info.attempt
         ):
@@ -368,8 +383,9 @@ class BroadcastActivities:
             try:
                 while seq <= data.seq_to or in_flight:
                     while seq <= data.seq_to and len(in_flight) < PIPELINE_DEPTH and not retry:
+                        size = min(FIRST_CHUNK, chunk_size) if seq == start else chunk_size
                         chunk = await self._prepare_chunk(
-                            data, seq, min(seq + CHUNK - 1, data.seq_to)
+                            data, seq, min(seq + size - 1, data.seq_to)
                         )
                         seq = data.seq_to + 1 if chunk.cancelled else chunk.end + 1
                         task = asyncio.create_task(self._send_all(chunk.plans, gate))
@@ -379,15 +395,21 @@ class BroadcastActivities:
                     chunk, task = in_flight.popleft()
                     await task
                     await failpoint(self.settings.failpoints, "broadcast_after_send")
-                    await self._record(data, chunk, tally)
+                    written = Tally()
+                    await self._record(data, chunk, written)
+                    tally.possible_duplicates += written.possible_duplicates
                     failed_here = sum(1 for p in chunk.plans if p.retry)
                     if failed_here or retry:
                         # Progress stops before this chunk; the chunks already in flight
-                        # finish and are written (a retry skips what they handled).
+                        # finish and are written (a retry skips what they handled, and
+                        # counts them from the store).
                         retry += failed_here
                         seq = data.seq_to + 1
                     else:
-                        activity.heartbeat(chunk.end)
+                        written.possible_duplicates = 0
+                        tally.merge(written)
+                        progress[:] = [chunk.end, tally.model_dump()]
+                    activity.heartbeat(*progress)
             finally:
                 for _, task in in_flight:
                     task.cancel()
@@ -396,6 +418,44 @@ class BroadcastActivities:
                 f"{retry} recipients hit retryable provider errors; retrying the batch",
                 type="RetryableChannelError",
             )
+        return tally
+
+    async def _written_already(self, data: BatchInput, seq_from: int) -> Tally:
+        """The recipients from ``seq_from`` on whose outcome an earlier attempt of this
+        batch wrote, as a tally: by their stored status, and channel when they were reached
+        (``-`` otherwise: the store keeps no channel for the unreached)."""
+        of_range = [
+            BroadcastRecipient.broadcast_id == data.broadcast_id,
+            BroadcastRecipient.seq.between(seq_from, data.seq_to),
+        ]
+        tally = Tally()
+        async with self.store.session() as session:
+            broadcast = await session.get(Broadcast, data.broadcast_id)
+            if broadcast is None:
+                return tally
+            if data.escalate:  # escalated: reached again, or a reason why not
+                unreached = BroadcastRecipient.reason.like("escalation:%")
+                escalated = (
+                    select(unreached, func.count())
+                    .where(*of_range, BroadcastRecipient.escalated_at.is_not(None))
+                    .group_by(unreached)
+                )
+                for failed, n in (await session.execute(escalated)).all():
+                    channel = "-" if failed else data.channels[0].value
+                    tally.add(data.tier, channel, "failed" if failed else "sent", n)
+                return tally
+            handled = (
+                select(BroadcastRecipient.status, BroadcastRecipient.channel, func.count())
+                .where(
+                    *of_range,
+                    BroadcastRecipient.gen_sent >= broadcast.current_gen,
+                    BroadcastRecipient.status.in_(("sent", "failed", "suppressed")),
+                )
+                .group_by(BroadcastRecipient.status, BroadcastRecipient.channel)
+            )
+            for status, reached_on, n in (await session.execute(handled)).all():
+                on = reached_on if status == "sent" and reached_on else "-"
+                tally.add(data.tier, on, status, n)
         return tally
 
     async def _prepare_chunk(self, data: BatchInput, seq_from: int, seq_to: int) -> _Chunk:
@@ -593,7 +653,7 @@ class BroadcastActivities:
             except RetryableChannelError as exc:
                 if attempt == RETRIES_IN_BATCH:
                     return exc
-                activity.heartbeat()
+                _keep_alive()
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -748,15 +808,24 @@ class _Permits:
         if rate is None:
             return
         if not first:
-            await self.limiter.acquire(channel, 1, on_wait=activity.heartbeat)
+            await self.limiter.acquire(channel, 1, on_wait=_keep_alive)
             return
         async with self.lock:
             if self.held[channel] == 0:
                 n = min(self.left[channel], max(1, int(rate / 4)))
-                await self.limiter.acquire(channel, n, on_wait=activity.heartbeat)
+                await self.limiter.acquire(channel, n, on_wait=_keep_alive)
                 self.left[channel] -= n
                 self.held[channel] = n
             self.held[channel] -= 1
+
+
+_PROGRESS: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("broadcast_batch_progress")
+
+
+def _keep_alive() -> None:
+    """Heartbeat while waiting (a rate limit, a retry's pause) with the batch's progress as
+    last given: a heartbeat without details would replace it with nothing."""
+    activity.heartbeat(*_PROGRESS.get([]))
 
 
 def _insert_new(dialect: str, table: Any, key: str) -> Any:

@@ -176,6 +176,45 @@ async def test_malformed_contacts_are_reported_and_the_rest_delivered(stack: Sta
     assert all(rows[c.external_id].status == "sent" for c in fine)
 
 
+async def test_a_batch_goes_chunk_by_chunk_and_resumes_after_a_failed_chunk(
+    stack_with: StackWith,
+) -> None:
+    """One batch of 45 in chunks of 10 (CLARION_BROADCAST_CHUNK_SIZE), two chunks in flight
+    at a time. After 20 messages the provider fails long enough for a chunk's in-batch
+    retries to give up: the chunks in flight are written, the batch is retried from the
+    last chunk written whole, and everyone gets the message once. The progress counts each
+    recipient once too: those written before the failure come with the heartbeat or from
+    the store, not again."""
+    async with stack_with(broadcast_chunk_size=10) as stack:
+        region = uid("r")
+        phones = [unique_phone() for _ in range(45)]
+        for p in phones:
+            await add(stack.store, region, email=False, phone=p)
+        before = stack.twilio.requests
+        # After 20 requests, long enough to fail a chunk's in-batch retries.
+        stack.twilio.outage_at, stack.twilio.outage = before + 20, [503] * 80
+        handle = await stack.clarion.launch_broadcast(
+            title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+            tiers=[Tier(name="all", channels=[Channel.SMS])], batch_size=45,
+        )  # fmt: skip
+        progress = await reached(handle, within=120)
+    assert stack.twilio.fail_next == [] and stack.twilio.requests - before == 45 + 80
+    assert progress.by_status.get("sent") == progress.done == progress.total == 45
+    assert [len(stack.twilio.to(p)) for p in phones] == [1] * 45
+    rows = await recipients(stack.store, handle.broadcast_id)
+    assert [r.status for r in rows] == ["sent"] * 45
+    async with stack.store.session() as session:
+        attempts = (
+            await session.execute(
+                select(Delivery.attempt_id).where(
+                    Delivery.message_id.like(f"crisis-{handle.broadcast_id}-%")
+                )
+            )
+        ).all()
+    assert len(attempts) == 45
+    await chain_covers(stack.store, handle.broadcast_id, 45)
+
+
 async def test_provider_errors_for_a_while_then_completes(stack: Stack) -> None:
     region = uid("r")
     phones = [unique_phone() for _ in range(6)]

@@ -4,7 +4,7 @@
 
 It checks HTTP Basic auth, answers Twilio's JSON error bodies (e.g. 400 with code 21211
 for numbers listed in ``invalid_numbers``), and can fail the next requests with chosen
-statuses (429, 503) to act out a provider outage.
+statuses (429, 503) to act out a provider outage, now or after a number of requests.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class FakeTwilio:
     auth_token: str = "test-token"
     invalid_numbers: set[str] = field(default_factory=set)
     fail_next: list[int] = field(default_factory=list)
+    # An outage to come: once ``requests`` reaches ``outage_at``, ``outage`` joins fail_next.
+    outage_at: int = 0
+    outage: list[int] = field(default_factory=list)
     messages: list[dict[str, str]] = field(default_factory=list)
     calls: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
@@ -94,6 +97,9 @@ class FakeTwilio:
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 with fake.lock:
                     fake.requests += 1
+                    if fake.outage and fake.requests > fake.outage_at:
+                        fake.fail_next.extend(fake.outage)
+                        fake.outage = []
                     failure = fake.fail_next.pop(0) if fake.fail_next else None
                 match = MESSAGES_RE.match(self.path)
                 if match is None:
