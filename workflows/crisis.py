@@ -47,6 +47,10 @@ MIN_SHARD = 500
 MIN_SHARD_BEFORE = 50  # broadcasts started before the LARGER_SHARDS patch
 LARGER_SHARDS = "larger-shards"
 BATCH_QUEUE = "batch-task-queue"  # batches on their own task queue (broadcast_batch_slots)
+# A shard keeps its next batch queued while one runs, so that a worker starts it as soon as
+# it is free (no round trip through the shard between batches), or another worker runs it.
+BATCH_LOOKAHEAD = "batch-lookahead"
+BATCHES_AHEAD = 2
 BATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -60,48 +64,68 @@ def _seconds(duration: str | None) -> float | None:
 
 @workflow.defn(name="BroadcastShard")
 class BroadcastShardWorkflow:
-    """Sends one shard of a tier, batch after batch, reporting each batch to the parent."""
+    """Sends one shard of a tier in batches, reporting each batch to the parent: one batch
+    runs while the next waits in the batch queue (``BATCHES_AHEAD``), reported in order."""
 
     @workflow.run
     async def run(self, shard: ShardInput) -> Tally:
-        total = Tally()
-        shard_id = workflow.info().workflow_id
-        parent = workflow.get_external_workflow_handle(shard.parent_id)
+        self.shard = shard
+        self.total = Tally()
+        self.shard_id = workflow.info().workflow_id
+        self.parent = workflow.get_external_workflow_handle(shard.parent_id)
         # Shards started before the patch send their batches on the workflows' queue.
-        queue = (
+        self.queue = (
             batch_task_queue(workflow.info().task_queue) if workflow.patched(BATCH_QUEUE) else None
         )
-        for number, start in enumerate(range(shard.seq_from, shard.seq_to + 1, shard.batch_size)):
-            tally: Tally = await workflow.execute_activity_method(
-                BroadcastActivities.send_broadcast_batch,
-                BatchInput(
-                    broadcast_id=shard.broadcast_id,
-                    tier=shard.tier,
-                    seq_from=start,
-                    seq_to=min(start + shard.batch_size - 1, shard.seq_to),
-                    channels=shard.channels,
-                    workflow_id=shard_id,
-                    escalate=shard.escalate,
-                    ack_within_s=shard.ack_within_s,
-                ),
-                task_queue=queue,
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
-                retry_policy=BATCH_RETRY,
-            )
-            total.merge(tally)
-            await parent.signal(
-                "batch_done",
-                BatchReport(
-                    shard_id=shard_id,
-                    batch_no=number,
-                    tier=shard.tier,
-                    tally=tally,
-                    gen=0,
-                    escalation=shard.escalate,
-                ),
-            )
-        return total
+        starts = range(shard.seq_from, shard.seq_to + 1, shard.batch_size)
+        if not workflow.patched(BATCH_LOOKAHEAD):  # shards started before: one at a time
+            for number, start in enumerate(starts):
+                await self._report(number, await self._batch(start))
+            return self.total
+        ahead: list[tuple[int, asyncio.Task[Tally]]] = []
+        for number, start in enumerate(starts):
+            ahead.append((number, asyncio.create_task(self._batch(start))))
+            if len(ahead) == BATCHES_AHEAD:
+                done, task = ahead.pop(0)
+                await self._report(done, await task)
+        for done, task in ahead:
+            await self._report(done, await task)
+        return self.total
+
+    async def _batch(self, start: int) -> Tally:
+        shard = self.shard
+        tally: Tally = await workflow.execute_activity_method(
+            BroadcastActivities.send_broadcast_batch,
+            BatchInput(
+                broadcast_id=shard.broadcast_id,
+                tier=shard.tier,
+                seq_from=start,
+                seq_to=min(start + shard.batch_size - 1, shard.seq_to),
+                channels=shard.channels,
+                workflow_id=self.shard_id,
+                escalate=shard.escalate,
+                ack_within_s=shard.ack_within_s,
+            ),
+            task_queue=self.queue,
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
+            retry_policy=BATCH_RETRY,
+        )
+        return tally
+
+    async def _report(self, number: int, tally: Tally) -> None:
+        self.total.merge(tally)
+        await self.parent.signal(
+            "batch_done",
+            BatchReport(
+                shard_id=self.shard_id,
+                batch_no=number,
+                tier=self.shard.tier,
+                tally=tally,
+                gen=0,
+                escalation=self.shard.escalate,
+            ),
+        )
 
 
 @workflow.defn(name="CrisisBroadcast")

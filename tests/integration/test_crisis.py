@@ -215,6 +215,44 @@ async def test_a_batch_goes_chunk_by_chunk_and_resumes_after_a_failed_chunk(
     await chain_covers(stack.store, handle.broadcast_id, 45)
 
 
+async def test_a_shard_keeps_its_next_batch_queued(stack: Stack) -> None:
+    """While one batch runs, the shard's next one is already in the batch queue (so a
+    worker takes it as soon as it is free): never more than two scheduled and not done,
+    and each batch is reported to the broadcast once."""
+    region = uid("r")
+    people = [await add(stack.store, region) for _ in range(20)]
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+        tiers=[Tier(name="all", channels=[Channel.EMAIL])], batch_size=5,
+    )  # fmt: skip
+    progress = await reached(handle)
+    assert progress.by_status.get("sent") == 20
+    assert all(len(stack.smtp.to(p.email or "")) == 1 for p in people)
+    [shard] = [
+        s
+        async for s in stack.client.list_workflows(
+            f"WorkflowType = 'BroadcastShard' AND TaskQueue = '{stack.settings.task_queue}'"
+            f" AND WorkflowId STARTS_WITH 'crisis:{handle.broadcast_id}/'"
+        )
+    ]
+    history = await stack.client.get_workflow_handle(shard.id).fetch_history()
+    outstanding, most, seen_ahead = 0, 0, False
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            outstanding += 1
+            seen_ahead = seen_ahead or outstanding == 2
+        elif event.HasField("activity_task_completed_event_attributes"):
+            outstanding -= 1
+        most = max(most, outstanding)
+    assert seen_ahead and most == 2
+    reports = [
+        e.signal_external_workflow_execution_initiated_event_attributes
+        for e in history.events
+        if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+    ]
+    assert len(reports) == 4
+
+
 async def test_provider_errors_for_a_while_then_completes(stack: Stack) -> None:
     region = uid("r")
     phones = [unique_phone() for _ in range(6)]
