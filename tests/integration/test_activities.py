@@ -103,3 +103,59 @@ async def test_consent_withdrawn_before_send_suppresses(
     assert result.status is DeliveryStatus.SUPPRESSED and result.reason == "opted_out"
     assert smtp_server.with_id(data.message_id) == []
     assert await kinds(acts.store, data.message_id) == [(AuditKind.SUPPRESSED, "opted_out")]
+
+
+async def test_a_retried_broadcast_batch_counts_what_an_earlier_attempt_wrote(
+    store: Store, smtp_server: SmtpServer, fake_twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    """From the store, the recipients of the batch's range an earlier attempt wrote for
+    the current generation (first pass) or escalated (escalation pass), by status; the
+    channel only for the reached."""
+    from datetime import UTC, datetime
+
+    from activities.broadcast import BroadcastActivities
+    from clarion.crisis.models import BatchInput
+    from clarion.store.tables import Broadcast, BroadcastRecipient
+
+    settings = make_settings(tmp_path, store, smtp_server, fake_twilio, task_queue="unused")
+    acts = BroadcastActivities(store, {}, settings)
+    broadcast_id, now = uid("b"), datetime.now(UTC)
+    rows = [  # seq, status, channel, gen_sent, escalated, reason
+        (1, "sent", "email", 2, False, ""),  # before the range
+        (2, "sent", "email", 2, True, ""),
+        (3, "sent", "sms", 2, True, "escalation: voice: no_contact_point"),
+        (4, "failed", None, 2, False, "email: refused"),
+        (5, "suppressed", None, 2, False, "email: opted_out"),
+        (6, "sent", "email", 1, False, ""),  # reached with the previous generation only
+        (7, "sending", None, 1, False, ""),
+        (8, "pending", None, 0, False, ""),
+        (9, "sent", "email", 2, False, ""),  # after the range
+    ]
+    async with store.transaction() as session:
+        session.add(Broadcast(id=broadcast_id, incident_id="i", title="t", severity="high",
+                              status="dispatching", current_gen=2))  # fmt: skip
+        await session.flush()
+        for seq, status, channel, gen_sent, escalated, reason in rows:
+            session.add(
+                BroadcastRecipient(
+                    broadcast_id=broadcast_id, seq=seq, customer_external_id=f"c{seq}", tier=0,
+                    status=status, channel=channel, gen_sent=gen_sent, reason=reason,
+                    escalated_at=now if escalated else None,
+                )
+            )  # fmt: skip
+
+    def batch(escalate: bool) -> BatchInput:
+        channels = [Channel.VOICE] if escalate else [Channel.EMAIL]
+        return BatchInput(broadcast_id=broadcast_id, tier=0, seq_from=1, seq_to=8,
+                          channels=channels, workflow_id="wf", escalate=escalate)  # fmt: skip
+
+    first_pass = await acts._written_already(batch(False), 2)
+    # seq 6 was reached with the previous generation only: not written by this pass.
+    assert first_pass.counts == {
+        "0|email|sent": 1,
+        "0|sms|sent": 1,
+        "0|-|failed": 1,
+        "0|-|suppressed": 1,
+    }
+    escalation = await acts._written_already(batch(True), 2)
+    assert escalation.counts == {"0|voice|sent": 1, "0|-|failed": 1}
