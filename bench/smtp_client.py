@@ -28,27 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from broadcast import SUBJECT, bench_settings, rendered_texts, start_sink, wait_ready  # noqa: E402
+from broadcast import bench_settings, plain_email, rendered_texts, start_sink, wait_ready  # noqa: E402
 
-from clarion.channels import OutgoingEmail, SmtpEmailProvider  # noqa: E402
 from clarion.channels import email as email_channel  # noqa: E402
-
-
-async def send_all(settings: Any, n: int, concurrency: int, prefix: str, text: str) -> float:
-    provider = SmtpEmailProvider(settings)
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> None:
-        async with gate:
-            await provider.send(
-                OutgoingEmail(f"{prefix}-{i}", f"{prefix}{i}@bench.test", SUBJECT, text)
-            )
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    elapsed = time.perf_counter() - started
-    await provider.aclose()
-    return elapsed
 
 
 async def main(n: int, rounds: int, concurrency: int) -> None:
@@ -65,7 +47,7 @@ async def main(n: int, rounds: int, concurrency: int) -> None:
             for name in ("email package", "composed"):
                 email_channel.compose = composer if name == "composed" else _never  # type: ignore[assignment]
                 cpu = time.process_time()
-                elapsed = await send_all(settings, n, concurrency, f"r{r}{name[0]}", text)
+                elapsed = await plain_email(settings, n, concurrency, f"r{r}{name[0]}", text)
                 cpu = time.process_time() - cpu
                 results[name].append((n / elapsed, cpu / n * 1000))
                 print(
