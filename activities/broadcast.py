@@ -397,16 +397,15 @@ class BroadcastActivities:
                     await failpoint(self.settings.failpoints, "broadcast_after_send")
                     written = Tally()
                     await self._record(data, chunk, written)
-                    tally.possible_duplicates += written.possible_duplicates
                     failed_here = sum(1 for p in chunk.plans if p.retry)
                     if failed_here or retry:
                         # Progress stops before this chunk; the chunks already in flight
                         # finish and are written (a retry skips what they handled, and
-                        # counts them from the store).
+                        # counts them from the store: only their duplicates count here).
                         retry += failed_here
                         seq = data.seq_to + 1
+                        tally.possible_duplicates += written.possible_duplicates
                     else:
-                        written.possible_duplicates = 0
                         tally.merge(written)
                         progress[:] = [chunk.end, tally.model_dump()]
                     activity.heartbeat(*progress)
