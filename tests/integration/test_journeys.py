@@ -262,6 +262,13 @@ async def test_continue_as_new_carries_state_and_drops_duplicate_events(stack: S
         )
     status = await stack.clarion.journey_status("t-loop", customer.external_id)
     assert status.continued >= 1, status
+    # Stop while the next listen waits (a stop between two steps, say while the run
+    # continues as new, ends the journey with no step interrupted: 8 steps, not 9).
+    await wait_until(
+        lambda: _status_step(stack, customer.external_id, "t-loop", "listen"),
+        within=30,
+        what="the next listen",
+    )
     await stack.clarion.send_event(customer.external_id, "stop")
     result = await asyncio.wait_for(handle.result(), 30)
     assert result.status is JourneyRunStatus.EXITED
