@@ -671,6 +671,8 @@ class BroadcastActivities:
         others: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
+        detail = {"broadcast": data.broadcast_id, "gen": gen, "tier": data.tier}  # one, shared
+        duplicates = 0  # added to the tally once (a model's attribute: slow to set)
         for plan in plans:
             if plan.retry:
                 continue  # stays "sending": the retried batch sends it (counted as a duplicate)
@@ -684,7 +686,7 @@ class BroadcastActivities:
                 "workflow_id": data.workflow_id,
                 "at": now,
                 "actor": "system",
-                "detail": {"broadcast": data.broadcast_id, "gen": gen, "tier": data.tier},
+                "detail": detail,
             }
             if plan.sent_channel is not None:
                 channel = plan.sent_channel.value
@@ -697,7 +699,7 @@ class BroadcastActivities:
                         )
                     )
                 tally.add(data.tier, channel, "sent")
-                tally.possible_duplicates += plan.duplicate
+                duplicates += plan.duplicate
                 deliveries.append(
                     {
                         "attempt_id": f"{mid}:{channel}",
@@ -751,6 +753,7 @@ class BroadcastActivities:
                     "dedupe_key": f"{mid}:outcome",
                 }
             )
+        tally.possible_duplicates += duplicates
         of_broadcast = BroadcastRecipient.broadcast_id == data.broadcast_id
         async with self.store.transaction() as session:
             # Core statements on the session's connection: the ORM's bulk-insert path would

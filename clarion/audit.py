@@ -19,6 +19,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 GENESIS = "0" * 64
@@ -68,26 +69,63 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def canonical(row: Mapping[str, Any]) -> bytes:
+# What json.dumps(..., ensure_ascii=False) writes for a str: the same function.
+_encode_str = json.encoder.encode_basestring
+
+
+def _json(value: Any) -> str:
+    """``value`` as :func:`canonical_json` writes it (strings and None without its call)."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_str(value)
+    return canonical_json(value)
+
+
+@lru_cache(maxsize=256)
+def _cached_at(at: datetime | str) -> str:
+    return format_at(at)
+
+
+@lru_cache(maxsize=256)
+def _cached_ref(value: str) -> str | None:
+    return ref_of_stored(value)
+
+
+def canonical(row: Mapping[str, Any], *, detail: str | None = None) -> bytes:
     """The bytes an event's hash covers.
 
     ``row`` has the audit columns by name (``seq``, ``prev_hash``, ``at``, ``kind``,
     ``actor``, ``channel``, ``reason``, ``detail``, ``dedupe_key``,
     ``customer_external_id``, ``message_id``, ``workflow_id``): a row of the store or a
-    line of ``clarion audit export --format jsonl``. Other keys are ignored."""
-    content: dict[str, Any] = {
-        "seq": int(row["seq"]),
-        "prev_hash": row["prev_hash"],
-        "at": format_at(row["at"]),
-        "detail": row["detail"],
-    }
-    for name in PLAIN_FIELDS:
-        content[name] = row[name]
-    for name in REF_FIELDS:
-        content[name] = ref_of_stored(row[name])
-    return canonical_json(content).encode("utf-8")
+    line of ``clarion audit export --format jsonl``. Other keys are ignored. ``detail``:
+    the row's detail as :func:`canonical_json` writes it, when the caller has it already
+    (rows that share one detail).
+
+    It is ``canonical_json`` of the object ``{"seq": int(seq), "prev_hash": ..., "at":
+    format_at(at), "detail": ..., kind, actor, channel and reason as they are, and
+    ref_of_stored() of the four REF_FIELDS}``, written out in its sorted key order (a
+    test holds the two equal): the same bytes in a third of the time, for writers that
+    seal thousands of events."""
+    at = row["at"]
+    workflow_id = row["workflow_id"]
+    return (
+        f'{{"actor":{_json(row["actor"])},'
+        f'"at":{_encode_str(_cached_at(at) if type(at) is datetime else format_at(at))},'
+        f'"channel":{_json(row["channel"])},'
+        f'"customer_external_id":{_json(ref_of_stored(row["customer_external_id"]))},'
+        f'"dedupe_key":{_json(ref_of_stored(row["dedupe_key"]))},'
+        f'"detail":{canonical_json(row["detail"]) if detail is None else detail},'
+        f'"kind":{_json(row["kind"])},'
+        f'"message_id":{_json(ref_of_stored(row["message_id"]))},'
+        f'"prev_hash":{_json(row["prev_hash"])},'
+        f'"reason":{_json(row["reason"])},'
+        f'"seq":{int(row["seq"])},'
+        f'"workflow_id":{_json(None if workflow_id is None else _cached_ref(workflow_id))}}}'
+    ).encode()
 
 
-def row_hash(prev: str, row: Mapping[str, Any]) -> str:
-    """The hash of ``row`` following an event whose hash is ``prev``."""
-    return hashlib.sha256(prev.encode("ascii") + canonical(row)).hexdigest()
+def row_hash(prev: str, row: Mapping[str, Any], *, detail: str | None = None) -> str:
+    """The hash of ``row`` following an event whose hash is ``prev`` (``detail``: see
+    :func:`canonical`)."""
+    return hashlib.sha256(prev.encode("ascii") + canonical(row, detail=detail)).hexdigest()

@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from clarion.audit import GENESIS, format_at, row_hash
+from clarion.audit import GENESIS, canonical_json, format_at, row_hash
 from clarion.store.tables import AuditChain, AuditEvent
 
 if TYPE_CHECKING:
@@ -193,6 +193,7 @@ def append_sealed(session: Session, rows: list[dict[str, Any]]) -> int:
             )
         )
     fresh: list[dict[str, Any]] = []
+    details: dict[int, str] = {}  # rows often share one detail object: written once
     for row in rows:
         key = row.get("dedupe_key")
         if key:
@@ -201,7 +202,10 @@ def append_sealed(session: Session, rows: list[dict[str, Any]]) -> int:
             seen.add(key)
         seq += 1
         content = {**row, "seq": seq, "prev_hash": prev}
-        content["hash"] = prev = row_hash(prev, content)
+        detail = details.get(id(row["detail"]))
+        if detail is None:
+            detail = details[id(row["detail"])] = canonical_json(row["detail"])
+        content["hash"] = prev = row_hash(prev, content, detail=detail)
         fresh.append(content)
     if fresh:  # Core executemany on the connection (not the ORM's bulk-insert path)
         session.connection().execute(events.insert(), fresh)

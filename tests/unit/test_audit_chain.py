@@ -7,10 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clarion.audit import (
     GENESIS,
+    PLAIN_FIELDS,
+    REF_FIELDS,
     canonical,
+    canonical_json,
     format_at,
     pseudonymise,
     ref,
@@ -120,3 +125,62 @@ def test_timestamps_are_utc_microseconds_and_exports_read_back() -> None:
     assert canonical(event(at="2026-03-01T12:00:00.000005Z")) == canonical(event())
     with pytest.raises(ValueError):
         format_at(datetime(2026, 3, 1, 12, 0))
+
+
+def _as_defined(row: dict[str, Any]) -> bytes:
+    """canonical() by its definition: canonical_json of the content object."""
+    content: dict[str, Any] = {
+        "seq": int(row["seq"]),
+        "prev_hash": row["prev_hash"],
+        "at": format_at(row["at"]),
+        "detail": row["detail"],
+    }
+    for name in PLAIN_FIELDS:
+        content[name] = row[name]
+    for name in REF_FIELDS:
+        content[name] = ref_of_stored(row[name])
+    return canonical_json(content).encode("utf-8")
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(min_value=1, max_value=10**12),
+    at=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]),
+    ),
+    plain=st.fixed_dictionaries({name: st.none() | _text for name in PLAIN_FIELDS}),
+    refs=st.fixed_dictionaries(
+        {name: st.none() | _text | _text.map(pseudonymise) for name in REF_FIELDS}
+    ),
+    detail=st.dictionaries(_text, _json_values, max_size=4),
+    as_string=st.booleans(),
+)
+def test_canonical_writes_out_the_json_object_it_is_defined_as(
+    seq: int,
+    at: datetime,
+    plain: dict[str, Any],
+    refs: dict[str, Any],
+    detail: dict[str, Any],
+    as_string: bool,
+) -> None:
+    row = {
+        "seq": seq,
+        "prev_hash": GENESIS,
+        "at": format_at(at) if as_string else at,
+        "detail": detail,
+        **plain,
+        **refs,
+    }
+    expected = _as_defined(row)
+    assert canonical(row) == expected
+    assert canonical(row, detail=canonical_json(detail)) == expected
+    assert row_hash(GENESIS, row) == hashlib.sha256(GENESIS.encode() + expected).hexdigest()
