@@ -1,6 +1,6 @@
 """Benchmark: a Clarion crisis broadcast against a plain asyncio sender, same channel.
 
-    .venv/bin/python bench/broadcast.py [--n 10000 | --full] [--sms-n 2000] [--rounds 3]
+    .venv/bin/python bench/broadcast.py [--n 10000 | --full] [--sms-n N] [--rounds 3]
                                         [--workers 1]
 
 Email: an SMTP sink runs in a separate process (bench/smtp_sink.py) and counts what it
@@ -9,7 +9,8 @@ the same SMTP client and number of pooled connections Clarion uses, with the ver
 Clarion's template renders (the ceiling of the channel for one process on this
 machine); then a Clarion broadcast reaches N other customers (10% of them in a first
 tier). SMS: the same against the Twilio-compatible server in its own process, with the
-twilio library on both sides. The two sides alternate for --rounds rounds (this machine's
+twilio library on both sides, for --sms-n messages (by default as many as emails;
+10,000 with --full). The two sides alternate for --rounds rounds (this machine's
 speed drifts by a third from one minute to the next); printed: the rates of each round,
 their medians and ratios, time to notify tier 1 and everyone, and duplicates and losses
 counted at the sink over all rounds.
@@ -451,13 +452,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--full", action="store_true", help="100,000 emails (one round)")
-    parser.add_argument("--sms-n", type=int, default=2_000)
+    parser.add_argument(
+        "--sms-n", type=int, default=None, help="SMS per side (default --n; 10,000 with --full)"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="default 3, 1 with --full")
     parser.add_argument(
         "--workers", type=int, default=1, help="Clarion worker processes (default 1)"
     )
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.full else 3)
-    asyncio.run(main(100_000 if args.full else args.n, args.sms_n, rounds, args.workers))
+    sms_n = args.sms_n or (10_000 if args.full else args.n)
+    asyncio.run(main(100_000 if args.full else args.n, sms_n, rounds, args.workers))
     sys.stdout.flush()
     os._exit(0)
