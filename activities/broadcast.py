@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, case, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -488,11 +488,13 @@ class BroadcastActivities:
                         BroadcastRecipient.customer_external_id,
                         BroadcastRecipient.status,
                         BroadcastRecipient.gen_sent,
-                    ).where(
+                    )
+                    .where(
                         BroadcastRecipient.broadcast_id == data.broadcast_id,
                         BroadcastRecipient.seq.between(seq_from, seq_to),
                         *which,
                     )
+                    .order_by(BroadcastRecipient.seq)  # in priority order, on every backend
                 )
             ]
             if not recipients:
@@ -510,7 +512,7 @@ class BroadcastActivities:
                     update(BroadcastRecipient)
                     .where(
                         BroadcastRecipient.broadcast_id == data.broadcast_id,
-                        BroadcastRecipient.seq.in_(sending),
+                        _seqs(sending),
                     )
                     .values(status="sending")
                     .execution_options(synchronize_session=False)
@@ -763,14 +765,14 @@ class BroadcastActivities:
             for channel, seqs in reached.items():
                 await connection.execute(
                     update(BroadcastRecipient)
-                    .where(of_broadcast, BroadcastRecipient.seq.in_(seqs))
+                    .where(of_broadcast, _seqs(seqs))
                     .values(status="sent", channel=channel, sent_at=now, reason="", gen_sent=gen)
                     .execution_options(synchronize_session=False)
                 )
             if escalated:
                 await connection.execute(
                     update(BroadcastRecipient)
-                    .where(of_broadcast, BroadcastRecipient.seq.in_(escalated))
+                    .where(of_broadcast, _seqs(escalated))
                     .values(escalated_at=now)
                     .execution_options(synchronize_session=False)
                 )
@@ -828,6 +830,26 @@ def _keep_alive() -> None:
     """Heartbeat while waiting (a rate limit, a retry's pause) with the batch's progress as
     last given: a heartbeat without details would replace it with nothing."""
     activity.heartbeat(*_PROGRESS.get([]))
+
+
+MAX_SEQ_RUNS = 16
+
+
+def _seqs(seqs: list[int]) -> ColumnElement[bool]:
+    """``seq`` among ``seqs``: as a few ranges when they make few runs (a chunk where
+    nearly everyone is reached is one range, not 1,000 bound values to process on both
+    sides of the driver), else as IN."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):  # a chunk plans them in order already: linear
+        if runs and seq <= runs[-1][1] + 1:
+            runs[-1][1] = seq
+        elif len(runs) == MAX_SEQ_RUNS:
+            return BroadcastRecipient.seq.in_(seqs)
+        else:
+            runs.append([seq, seq])
+    if not runs:
+        return BroadcastRecipient.seq.in_([])
+    return or_(*(BroadcastRecipient.seq.between(a, b) for a, b in runs))
 
 
 def _insert_new(dialect: str, table: Any, key: str) -> Any:

@@ -159,3 +159,59 @@ async def test_a_retried_broadcast_batch_counts_what_an_earlier_attempt_wrote(
     }
     escalation = await acts._written_already(batch(True), 2)
     assert escalation.counts == {"0|voice|sent": 1, "0|-|failed": 1}
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        list(range(3, 41)),  # one run: one range
+        [5, 6, 7, 9, 10, 20, 21, 22, 40],  # a few runs
+        list(range(1, 41, 2)),  # 20 runs: more than MAX_SEQ_RUNS, so IN
+        [30, 2, 3, 1, 29, 29],  # out of order, a repeat
+        [],
+    ],
+    ids=["one-run", "few-runs", "many-runs", "unordered", "none"],
+)
+async def test_a_chunk_updates_exactly_its_recipients_by_seq(
+    store: Store, chosen: list[int]
+) -> None:
+    """The seqs a chunk marks and records, as ranges or IN: exactly those rows change."""
+    from sqlalchemy import select, update
+
+    from activities.broadcast import _seqs
+    from clarion.store.tables import Broadcast, BroadcastRecipient
+
+    broadcast_id = uid("b")
+    async with store.transaction() as session:
+        session.add(Broadcast(id=broadcast_id, incident_id="i", title="t", severity="high",
+                              status="dispatching", current_gen=1))  # fmt: skip
+        await session.flush()
+        for seq in range(1, 41):
+            session.add(
+                BroadcastRecipient(
+                    broadcast_id=broadcast_id,
+                    seq=seq,
+                    customer_external_id=f"c{seq}",
+                    tier=0,
+                    status="pending",
+                    gen_sent=0,
+                    reason="",
+                )
+            )
+    async with store.transaction() as session:
+        await session.execute(
+            update(BroadcastRecipient)
+            .where(BroadcastRecipient.broadcast_id == broadcast_id, _seqs(chosen))
+            .values(status="sending")
+            .execution_options(synchronize_session=False)
+        )
+    async with store.session() as session:
+        marked = await session.scalars(
+            select(BroadcastRecipient.seq)
+            .where(
+                BroadcastRecipient.broadcast_id == broadcast_id,
+                BroadcastRecipient.status == "sending",
+            )
+            .order_by(BroadcastRecipient.seq)
+        )
+        assert list(marked) == sorted(set(chosen))
