@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from broadcast import SUBJECT, bench_settings, rendered_texts, start_sink, wait_ready  # noqa: E402
+from broadcast import bench_settings, plain_email, rendered_texts, start_sink, wait_ready  # noqa: E402
 
-from clarion.channels import OutgoingEmail, SmtpEmailProvider  # noqa: E402
 from clarion.config import Settings  # noqa: E402
 
 SLICE = 32  # messages' worth of CPU burnt at a time
@@ -47,27 +46,19 @@ def burn(seconds: float) -> None:
 async def send(
     settings: Settings, text: str, n: int, extra_us: int, prefix: str
 ) -> tuple[float, float]:
-    """(messages per second, ms of CPU per message) for n emails with ``extra_us`` burnt
-    per message."""
-    provider = SmtpEmailProvider(settings)
-    gate = asyncio.Semaphore(settings.broadcast_concurrency)
-
-    async def one(i: int) -> None:
-        async with gate:
-            await provider.send(
-                OutgoingEmail(f"{prefix}-{i}", f"{prefix}{i}@bench.test", SUBJECT, text)
-            )
+    """(messages per second, ms of CPU per message) for n emails sent by the plain sender
+    with ``extra_us`` burnt per message beside it."""
 
     async def burner() -> None:
         for _ in range(0, n, SLICE):
             burn(extra_us * SLICE / 1e6)
             await asyncio.sleep(0)
 
-    cpu, started = time.process_time(), time.perf_counter()
-    await asyncio.gather(burner(), *(one(i) for i in range(n)))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    await provider.aclose()
-    return n / elapsed, cpu / n * 1000
+    cpu = time.process_time()
+    _, elapsed = await asyncio.gather(
+        burner(), plain_email(settings, n, settings.broadcast_concurrency, prefix, text)
+    )
+    return n / elapsed, (time.process_time() - cpu) / n * 1000
 
 
 async def main(n: int, rounds: int, extras: list[int]) -> None:
