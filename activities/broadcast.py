@@ -20,12 +20,21 @@ import contextvars
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -59,6 +68,7 @@ from clarion.policy.compliance import (
 )
 from clarion.store import Store, repo
 from clarion.store.audit import append_sealed
+from clarion.store.bulk import insert_rows
 from clarion.store.ratelimit import RateLimiter
 from clarion.store.repo import CustomerSnapshot
 from clarion.store.segments import SegmentError, compile_segment
@@ -79,6 +89,7 @@ FIRST_CHUNK = 250  # a batch's first chunk: the channel waits while it is planne
 PIPELINE_DEPTH = 2  # chunks in flight in one batch: one sending while the next is planned
 RETRIES_IN_BATCH = 3
 CRISIS_CATEGORY = "crisis"
+DELIVERIES = cast(Table, Delivery.__table__)
 
 
 def broadcast_message_id(
@@ -778,9 +789,8 @@ class BroadcastActivities:
                 )
             if others:
                 await session.execute(update(BroadcastRecipient), others)
-            dialect = self.store.engine.dialect.name
-            if deliveries:
-                await connection.execute(_insert_new(dialect, Delivery, "attempt_id"), deliveries)
+            # A retried chunk writes again: the rows there already are left out.
+            await insert_rows(connection, DELIVERIES, deliveries, skip_existing="attempt_id")
             if followed:
                 # Delivery analytics: the message nobody acknowledged fell back to the call.
                 await connection.execute(
@@ -850,9 +860,3 @@ def _seqs(seqs: list[int]) -> ColumnElement[bool]:
     if not runs:
         return BroadcastRecipient.seq.in_([])
     return or_(*(BroadcastRecipient.seq.between(a, b) for a, b in runs))
-
-
-def _insert_new(dialect: str, table: Any, key: str) -> Any:
-    """INSERT that skips rows whose ``key`` is already there (a retried chunk writes again)."""
-    build = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return build(table.__table__).on_conflict_do_nothing(index_elements=[key])

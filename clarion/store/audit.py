@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from clarion.audit import GENESIS, canonical_json, format_at, row_hash
+from clarion.store.bulk import insert_rows_sync
 from clarion.store.tables import AuditChain, AuditEvent
 
 if TYPE_CHECKING:
@@ -207,8 +208,8 @@ def append_sealed(session: Session, rows: list[dict[str, Any]]) -> int:
             detail = details[id(row["detail"])] = canonical_json(row["detail"])
         content["hash"] = prev = row_hash(prev, content, detail=detail)
         fresh.append(content)
-    if fresh:  # Core executemany on the connection (not the ORM's bulk-insert path)
-        session.connection().execute(events.insert(), fresh)
+    # The driver's executemany on the session's connection (not the ORM's bulk insert).
+    insert_rows_sync(session.connection(), events, fresh)
     session.execute(update(chain).where(chain.c.id == HEAD_ID).values(seq=seq, hash=prev))
     return len(fresh)
 
