@@ -25,6 +25,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy import (
     ColumnElement,
+    Select,
     Table,
     and_,
     case,
@@ -489,6 +490,11 @@ class BroadcastActivities:
                     BroadcastRecipient.gen_sent < gen,
                     BroadcastRecipient.status.in_(("pending", "sending", "sent")),
                 ]
+            of_chunk = [
+                BroadcastRecipient.broadcast_id == data.broadcast_id,
+                BroadcastRecipient.seq.between(seq_from, seq_to),
+                *which,
+            ]
             # Core statements on the connection: column rows, no ORM state to keep.
             connection = await session.connection()
             recipients = [
@@ -500,17 +506,16 @@ class BroadcastActivities:
                         BroadcastRecipient.status,
                         BroadcastRecipient.gen_sent,
                     )
-                    .where(
-                        BroadcastRecipient.broadcast_id == data.broadcast_id,
-                        BroadcastRecipient.seq.between(seq_from, seq_to),
-                        *which,
-                    )
+                    .where(*of_chunk)
                     .order_by(BroadcastRecipient.seq)  # in priority order, on every backend
                 )
             ]
             if not recipients:
                 return _Chunk(end=seq_to)
-            plans = await self._plan(session, data, recipients, gen, message, definition)
+            # The customers, contact points and consent of the same recipients, read by the
+            # database through this query (in this transaction: the same rows).
+            chunk_ids = select(BroadcastRecipient.customer_external_id).where(*of_chunk)
+            plans = await self._plan(session, data, recipients, chunk_ids, gen, message, definition)
             # Mark what goes out as "sending" before any provider sees it.
             sending: list[int] = []
             if not data.escalate:
@@ -552,15 +557,16 @@ class BroadcastActivities:
         session: AsyncSession,
         data: BatchInput,
         recipients: list[_Row],
+        chunk_ids: Select[Any],
         gen: int,
         message: BroadcastMessage,
         definition: TemplateDefinition,
     ) -> list[_Plan]:
-        customers = await repo.customer_snapshots(
-            session, external_ids=[r.customer_external_id for r in recipients]
-        )
+        """Each recipient's plan; ``chunk_ids`` selects their customers' external ids."""
+        customers = await repo.customer_snapshots(session, external_ids=chunk_ids)
         facts = await repo.consent_facts_for(
-            session, customer_ids=[c.id for c in customers.values()]
+            session,
+            customer_ids=select(Customer.id).where(Customer.external_id.in_(chunk_ids)),
         )
         purpose = definition.purpose
         secret = self.settings.ack_secret.get_secret_value()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.customers import CustomerRecord
@@ -65,13 +65,16 @@ class CustomerSnapshot:
 
 
 async def customer_snapshots(
-    session: AsyncSession, *, external_ids: Sequence[str]
+    session: AsyncSession, *, external_ids: Sequence[str] | Select[Any]
 ) -> dict[str, CustomerSnapshot]:
     """The customers with these external ids (unknown ids are left out), in two queries.
+    ``external_ids`` may be a query that selects them (a broadcast chunk's recipients):
+    the database reads them itself, rather than from a thousand bound values.
 
     Core queries on the session's connection (bulk reads of a broadcast: no ORM state,
     no autoflush; what the session holds unflushed is not seen)."""
-    if not external_ids:
+    selected = isinstance(external_ids, Select)
+    if not selected and not external_ids:
         return {}
     connection = await session.connection()
     rows = await connection.execute(
@@ -89,10 +92,15 @@ async def customer_snapshots(
         for row in rows
     }
     if by_id:
-        points = await connection.execute(
-            select(ContactPoint.customer_id, ContactPoint.kind, ContactPoint.value).where(
-                ContactPoint.customer_id.in_(list(by_id))
+        of = (
+            ContactPoint.customer_id.in_(
+                select(Customer.id).where(Customer.external_id.in_(external_ids))
             )
+            if isinstance(external_ids, Select)
+            else ContactPoint.customer_id.in_(list(by_id))
+        )
+        points = await connection.execute(
+            select(ContactPoint.customer_id, ContactPoint.kind, ContactPoint.value).where(of)
         )
         for customer_id, kind, value in points:
             by_id[customer_id].contact_points.append(ContactSnapshot(kind, value))
@@ -100,12 +108,13 @@ async def customer_snapshots(
 
 
 async def consent_facts_for(
-    session: AsyncSession, *, customer_ids: Sequence[int]
+    session: AsyncSession, *, customer_ids: Sequence[int] | Select[Any]
 ) -> dict[int, list[ConsentFact]]:
     """Consent facts of many customers at once, oldest first per customer (a Core query on
-    the session's connection, as :func:`customer_snapshots`)."""
+    the session's connection, as :func:`customer_snapshots`; ``customer_ids`` may be a
+    query that selects them)."""
     facts: dict[int, list[ConsentFact]] = {}
-    if not customer_ids:
+    if not isinstance(customer_ids, Select) and not customer_ids:
         return facts
     rows = await (await session.connection()).execute(
         select(
