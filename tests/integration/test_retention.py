@@ -7,7 +7,9 @@ import json
 import os
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
+from temporalio.service import RPCError, RPCStatusCode
 
 from clarion.models import AuditKind, OutcomeStatus
 from clarion.store import repo
@@ -115,11 +117,18 @@ async def test_the_schedule_purges_old_bodies_and_details(stack: Stack) -> None:
     assert "Dear Ada" in json.dumps(previews[recent_id])
     assert not old_file.exists() and new_file.exists()
 
-    # Turning retention off removes the schedule.
+    # Turning retention off removes the schedule: describing it fails at once; the
+    # server's list of schedules (its visibility store) catches up a moment later.
     off = stack.settings.model_copy(update={"retention_days": 0})
     assert await ensure_retention_schedule(stack.client, off) is None
-    schedules = [s.id async for s in await stack.client.list_schedules()]
-    assert schedule_id not in schedules
+    with pytest.raises(RPCError) as gone:
+        await handle.describe()
+    assert gone.value.status == RPCStatusCode.NOT_FOUND
+
+    async def unlisted() -> bool:
+        return schedule_id not in [s.id async for s in await stack.client.list_schedules()]
+
+    await wait_until(unlisted, within=10, what="the removed schedule to leave the list")
 
 
 async def test_retention_run_cli(stack: Stack) -> None:
