@@ -59,6 +59,7 @@ from clarion.errors import NotFound, PermanentChannelError, RenderError, Retryab
 from clarion.faults import failpoint
 from clarion.logging import get_logger
 from clarion.models import AuditKind, Channel, DeliveryStatus, Purpose
+from clarion.policy import ConsentDecision
 from clarion.policy.approval import DEFAULT_RULES, ApprovalRule, load_policy
 from clarion.policy.compliance import (
     consent_decision,
@@ -573,6 +574,12 @@ class BroadcastActivities:
         ack_links = data.ack_within_s is not None and bool(secret)
         expires = utcnow() + timedelta(seconds=max(data.ack_within_s or 0, 86_400) * 2)
         plans: list[_Plan] = []
+        # Pure functions of a few values, so worked out once per chunk: the consent
+        # decision of customers with no consent facts, by jurisdiction, channel and whether
+        # they have a contact point; and whether quiet hours or caps can hold a channel back
+        # in a jurisdiction (by default they cover marketing only).
+        no_facts: dict[tuple[str, Channel, bool], ConsentDecision] = {}
+        can_hold: dict[tuple[str, Channel], bool] = {}
         for recipient in recipients:
             customer = customers.get(recipient.customer_external_id)
             plan = _Plan(recipient=recipient, customer=customer, ladder=[])
@@ -592,20 +599,37 @@ class BroadcastActivities:
                 token = make_ack_token(secret, data.broadcast_id, customer.external_id, expires)
                 about["ack_url"] = f"{self.settings.public_base_url.rstrip('/')}/ack/{token}"
             variables = render_variables(customer, {"broadcast": about}, mid)
+            jurisdiction = self.compliance.jurisdiction_of(customer.attributes)
+            rules = self.compliance.jurisdictions[jurisdiction]
+            own_facts = facts.get(customer.id)
             for channel in data.channels:
                 address = repo.contact_of(customer, CONTACT_KIND[channel])
-                decision = consent_decision(
-                    self.compliance.rules_for(customer.attributes),
-                    facts.get(customer.id, []),
-                    channel,
-                    purpose,
-                    category=definition.category,
-                    has_contact_point=address is not None,
-                )
+                key = (jurisdiction, channel, address is not None)
+                decision = None if own_facts else no_facts.get(key)
+                if decision is None:
+                    decision = consent_decision(
+                        rules,
+                        own_facts or [],
+                        channel,
+                        purpose,
+                        category=definition.category,
+                        has_contact_point=address is not None,
+                    )
+                    if not own_facts:
+                        no_facts[key] = decision
                 if not decision.allowed:
                     reasons.append(f"{channel.value}: {decision.reason}")
                     continue
-                held = await self._held_back(session, customer, channel, purpose, mid)
+                holds = can_hold.get((jurisdiction, channel))
+                if holds is None:
+                    holds = can_hold[(jurisdiction, channel)] = rules.quiet_hours_for(
+                        purpose, channel
+                    ) is not None or bool(rules.caps_for(purpose, channel))
+                held = (
+                    await self._held_back(session, customer, channel, purpose, mid)
+                    if holds
+                    else None
+                )
                 if held is not None:
                     reasons.append(f"{channel.value}: {held}")
                     continue

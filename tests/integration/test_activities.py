@@ -15,7 +15,7 @@ from clarion.channels import build_providers
 from clarion.models import AuditKind, Channel, ConsentStatus, DeliveryStatus, Purpose, SendInput
 from clarion.store import Store, repo
 from clarion.store.tables import Delivery
-from tests.conftest import add_customer, make_settings, uid
+from tests.conftest import add_customer, make_settings, uid, unique_phone
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.smtp_server import SmtpServer
 
@@ -215,3 +215,108 @@ async def test_a_chunk_updates_exactly_its_recipients_by_seq(
             .order_by(BroadcastRecipient.seq)
         )
         assert list(marked) == sorted(set(chosen))
+
+
+async def test_a_broadcast_batch_applies_each_jurisdictions_rules(
+    store: Store, smtp_server: SmtpServer, fake_twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    """Crisis and service broadcasts are held back only where quiet hours or caps are
+    configured for their purpose, and consent follows each customer's jurisdiction and
+    own facts: the held-back channel is skipped down the ladder, or the recipient is
+    suppressed with the reason."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from activities.broadcast import BroadcastActivities
+    from clarion.crisis.models import Audience, BatchInput, BroadcastInput, Incident, Tier
+    from clarion.store.tables import BroadcastRecipient
+
+    now = datetime.now(UTC)
+    closed = f"{(now.hour + 2) % 24:02d}:00-{(now.hour + 3) % 24:02d}:00"  # not now
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "jurisdictions:\n"
+        "  QUIET:\n"
+        f"    quiet_hours: [{{purposes: [service], channels: [email], allowed: '{closed}'}}]\n"
+        "  CAPPED:\n"
+        "    caps: [{purpose: service, channels: [email], max: 1, per: 1d, action: suppress}]\n"
+        "  OPTIN:\n"
+        "    consent: {service: {email: opt_in}}\n"
+    )
+    settings = make_settings(
+        tmp_path, store, smtp_server, fake_twilio, task_queue="unused", compliance_file=rules
+    )
+    providers = build_providers(settings)
+    acts = BroadcastActivities(store, providers, settings)
+    run = uid("run")
+
+    async def customer(jurisdiction: str | None, phone: bool = True, **more: object) -> str:
+        attributes = {"run": run} | ({"jurisdiction": jurisdiction} if jurisdiction else {})
+        return (
+            await add_customer(
+                store,
+                phone=unique_phone() if phone else None,
+                timezone="UTC",
+                attributes=attributes,
+                **more,  # type: ignore[arg-type]
+            )
+        ).external_id
+
+    # In seq order: the default jurisdiction's decisions come first.
+    plain = await customer(None)
+    opted_out = await customer(None, consents=[(Channel.EMAIL, Purpose.SERVICE,
+                                                ConsentStatus.REVOKED)])  # fmt: skip
+    opt_in = await customer("OPTIN")
+    quiet = await customer("QUIET")
+    quiet_email_only = await customer("QUIET", phone=False)
+    capped = await customer("CAPPED")
+    uncapped = await customer(None)
+    async with store.transaction() as session:
+        session.add(
+            Delivery(attempt_id=f"earlier-{capped}:email", message_id=f"earlier-{capped}",
+                     workflow_id="wf", customer_external_id=capped, channel="email",
+                     template="test-notice", template_version=1, purpose="service",
+                     status="sent", sent_at=now - timedelta(hours=1))
+        )  # fmt: skip
+    broadcast_id = uid("b")
+    env = ActivityEnvironment()
+    prepared = await env.run(
+        acts.prepare_broadcast,
+        BroadcastInput(
+            broadcast_id=broadcast_id,
+            incident=Incident(id=uid("inc"), title="Outage"),
+            template="crisis-outage",
+            audience=Audience(segment=f"run == '{run}'"),
+            tiers=[Tier(name="all", segment="true", channels=[Channel.EMAIL, Channel.SMS])],
+        ),
+    )
+    assert prepared.ok, prepared.error
+    [tier] = prepared.ranges
+    await env.run(
+        acts.send_broadcast_batch,
+        BatchInput(broadcast_id=broadcast_id, tier=0, seq_from=tier.seq_from,
+                   seq_to=tier.seq_to, channels=[Channel.EMAIL, Channel.SMS],
+                   workflow_id="wf"),
+    )  # fmt: skip
+    for provider in providers.values():
+        await provider.aclose()
+    async with store.session() as session:
+        rows = await session.execute(
+            select(
+                BroadcastRecipient.customer_external_id,
+                BroadcastRecipient.status,
+                BroadcastRecipient.channel,
+                BroadcastRecipient.reason,
+            ).where(BroadcastRecipient.broadcast_id == broadcast_id)
+        )
+        outcome = {ext: (status, channel, reason) for ext, status, channel, reason in rows}
+    assert outcome[plain] == ("sent", "email", "")
+    assert outcome[uncapped] == ("sent", "email", "")
+    assert outcome[opted_out] == ("sent", "sms", "")
+    assert outcome[opt_in] == ("sent", "sms", "")
+    assert outcome[quiet] == ("sent", "sms", "")
+    assert outcome[capped] == ("sent", "sms", "")
+    status, channel, reason = outcome[quiet_email_only]
+    assert (status, channel) == ("suppressed", None)
+    assert reason.startswith(f"email: quiet_hours: outside {closed}"), reason
