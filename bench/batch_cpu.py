@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from broadcast import bench_settings, publish_examples, seed  # noqa: E402
+from broadcast import bench_settings, open_store, seed  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from temporalio.testing import ActivityEnvironment  # noqa: E402
 
@@ -132,10 +132,7 @@ async def main(n: int, rounds: int, batch: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="clarion-batch-cpu-"))
     settings = bench_settings(work, 1, "unused")
     configure_logging(settings.log_level)
-    store = Store(settings.database_url)
-    await store.migrate()
-    async with store.transaction() as session:
-        await publish_examples(session)
+    store = await open_store(settings)
     for r in range(rounds):
         await seed(store, n, f"b{r}x")
     acts = BroadcastActivities(store, {Channel.EMAIL: AcceptAtOnce()}, settings)

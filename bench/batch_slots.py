@@ -28,7 +28,7 @@ from broadcast import (
     broadcast,
     cpu_seconds,
     free_port,
-    publish_examples,
+    open_store,
     seed,
     spawn_worker,
     start_sink,
@@ -37,7 +37,6 @@ from broadcast import (
 )
 
 from clarion.models import Channel
-from clarion.store import Store
 from starters.dev import start_temporal, wait_for_temporal
 from starters.sdk import ClarionClient
 
@@ -54,10 +53,7 @@ async def main(n: int, rounds: int, slots: list[int], setting: str) -> None:
         for k in slots
     }
     first = settings[slots[0]]
-    store = Store(first.database_url)
-    await store.migrate()
-    async with store.transaction() as session:
-        await publish_examples(session)
+    store = await open_store(first)
     for r in range(rounds):
         for k in slots:
             await seed(store, n, f"c{r}s{k}x")

@@ -122,6 +122,15 @@ async def publish_examples(session: Any) -> None:
         await repo.publish_template(session, definition=template)
 
 
+async def open_store(settings: Settings) -> Store:
+    """The store of ``settings``, migrated, with the example templates published."""
+    store = Store(settings.database_url)
+    await store.migrate()
+    async with store.transaction() as session:
+        await publish_examples(session)
+    return store
+
+
 async def spawn_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
     """A ``clarion worker`` process with ``settings``, its log in ``log``."""
     return await asyncio.create_subprocess_exec(
@@ -343,10 +352,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         twilio_account_sid="AC00000000000000000000000000000001", twilio_auth_token="test-token",
         twilio_from_number="+14155550100", twilio_base_url=f"http://127.0.0.1:{twilio_port}",
     )  # fmt: skip
-    store = Store(settings.database_url)
-    await store.migrate()
-    async with store.transaction() as session:
-        await publish_examples(session)
+    store = await open_store(settings)
     for r in range(rounds):
         await seed(store, n, f"c{r}x")
         await seed(store, sms_n, f"s{r}x", phones_from=r * sms_n)
