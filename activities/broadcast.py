@@ -62,6 +62,7 @@ from clarion.models import AuditKind, Channel, DeliveryStatus, Purpose
 from clarion.policy import ConsentDecision
 from clarion.policy.approval import DEFAULT_RULES, ApprovalRule, load_policy
 from clarion.policy.compliance import (
+    JurisdictionRules,
     consent_decision,
     decide_cap,
     load_compliance,
@@ -157,15 +158,16 @@ class BroadcastActivities:
     async def _held_back(
         self,
         session: AsyncSession,
+        rules: JurisdictionRules,
         customer: CustomerSnapshot,
         channel: Channel,
         purpose: Purpose,
         message_id: str,
     ) -> str | None:
-        """Why the jurisdiction's quiet hours or frequency caps keep this channel from this
-        recipient now (the broadcast moves on down the ladder), or None. By default both
-        cover marketing only, so crisis and service broadcasts are never held back."""
-        rules = self.compliance.rules_for(customer.attributes)
+        """Why the jurisdiction's quiet hours or frequency caps (``rules``: the customer's
+        jurisdiction's) keep this channel from this recipient now (the broadcast moves on
+        down the ladder), or None. By default both cover marketing only, so crisis and
+        service broadcasts are never held back."""
         now = utcnow()
         window = quiet_window(rules, purpose, channel, customer.timezone)
         if window is not None and next_allowed(now, window) > now:
@@ -626,7 +628,7 @@ class BroadcastActivities:
                         purpose, channel
                     ) is not None or bool(rules.caps_for(purpose, channel))
                 held = (
-                    await self._held_back(session, customer, channel, purpose, mid)
+                    await self._held_back(session, rules, customer, channel, purpose, mid)
                     if holds
                     else None
                 )

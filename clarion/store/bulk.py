@@ -110,26 +110,6 @@ def _parameters(prepared: _Prepared, rows: Sequence[dict[str, Any]]) -> list[tup
     return out
 
 
-async def insert_rows(
-    connection: AsyncConnection,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    *,
-    skip_existing: str | None = None,
-) -> None:
-    """INSERT ``rows`` (dictionaries with the same keys) into ``table``; with
-    ``skip_existing``, rows whose value of that unique column is there already are left
-    out (ON CONFLICT DO NOTHING)."""
-    if not rows:
-        return
-    dialect = connection.dialect
-    prepared = _prepare(dialect, table, tuple(rows[0]), skip_existing)
-    if prepared is _NOT_FAST:
-        await connection.execute(_statement(dialect, table, skip_existing), list(rows))
-    else:
-        await connection.exec_driver_sql(prepared.sql, _parameters(prepared, rows))
-
-
 def insert_rows_sync(
     connection: Connection,
     table: Table,
@@ -137,7 +117,9 @@ def insert_rows_sync(
     *,
     skip_existing: str | None = None,
 ) -> None:
-    """:func:`insert_rows` on a synchronous connection (inside ``run_sync``)."""
+    """INSERT ``rows`` (dictionaries with the same keys) into ``table``; with
+    ``skip_existing``, rows whose value of that unique column is there already are left
+    out (ON CONFLICT DO NOTHING). On a synchronous connection (inside ``run_sync``)."""
     if not rows:
         return
     dialect = connection.dialect
@@ -146,3 +128,15 @@ def insert_rows_sync(
         connection.execute(_statement(dialect, table, skip_existing), list(rows))
     else:
         connection.exec_driver_sql(prepared.sql, _parameters(prepared, rows))
+
+
+async def insert_rows(
+    connection: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_existing: str | None = None,
+) -> None:
+    """:func:`insert_rows_sync` on an async connection."""
+    if rows:
+        await connection.run_sync(insert_rows_sync, table, rows, skip_existing=skip_existing)

@@ -96,7 +96,7 @@ async def customer_snapshots(
             ContactPoint.customer_id.in_(
                 select(Customer.id).where(Customer.external_id.in_(external_ids))
             )
-            if isinstance(external_ids, Select)
+            if selected
             else ContactPoint.customer_id.in_(list(by_id))
         )
         points = await connection.execute(

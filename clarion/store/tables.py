@@ -44,28 +44,6 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
-    def bind_processor(self, dialect: Any) -> Any:
-        """The processor of the base class, remembering its last value: the bulk writers
-        (a broadcast's chunk) give one timestamp to thousands of rows and columns, each
-        costing a conversion and, on SQLite, string formatting (4 us). A datetime is
-        immutable, and held by the memo while it is there, so the same object gives the
-        same result; the memo is one tuple, replaced whole (safe across threads)."""
-        process = super().bind_processor(dialect)
-        if process is None:
-            return None
-        memo: tuple[Any, Any] = (None, None)
-
-        def remembering(value: Any) -> Any:
-            nonlocal memo
-            last = memo
-            if value is last[0] and value is not None:
-                return last[1]
-            result = process(value)
-            memo = (value, result)
-            return result
-
-        return remembering
-
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
