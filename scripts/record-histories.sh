@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CLARION_RECORD_HISTORIES=1 .venv/bin/python -m pytest -q -p no:randomly \
   tests/integration/test_replay.py::test_record_histories \
+  "tests/integration/test_crisis.py::test_tiers_go_in_order_and_consent_is_respected" \
   tests/integration/test_example_journeys.py \
   tests/integration/test_compliance_timers.py::test_marketing_text_in_quiet_hours_waits_for_the_morning_there \
   tests/integration/test_erasure.py::test_erasure_mid_journey \

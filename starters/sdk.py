@@ -553,7 +553,7 @@ class ClarionClient:
         severity: Severity | str = Severity.MAJOR,
         tiers: list[Tier] | None = None,
         broadcast_id: str | None = None,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
         shard_size: int = 10_000,
         heartbeat_timeout_s: int = 30,
         max_parallel_shards: int = 4,

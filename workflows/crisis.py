@@ -2,8 +2,9 @@
 
 CrisisBroadcastWorkflow prepares the audience snapshot (in the store, in tier order),
 waits for approval when the template is not a pre-approved crisis template, then
-dispatches tier after tier: each tier is cut into shards (child workflows, so no history
-grows without bound) that run batches of recipients and report each batch back. A
+dispatches tier after tier: a tier of up to a shard's size runs its batches of
+recipients from the broadcast's workflow; a larger one is cut into shards (child
+workflows, so no history grows without bound) that run batches and report each back. A
 follow-up (update) or the resolution notice is a new generation of the message: pending
 recipients get the newest one, recipients already reached get a follow-up pass.
 """
@@ -11,6 +12,7 @@ recipients get the newest one, recipients already reached get a follow-up pass.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -51,6 +53,10 @@ BATCH_QUEUE = "batch-task-queue"  # batches on their own task queue (broadcast_b
 # it is free (no round trip through the shard between batches), or another worker runs it.
 BATCH_LOOKAHEAD = "batch-lookahead"
 BATCHES_AHEAD = 2
+# A tier of at most shard_size recipients runs its batches from the broadcast's own
+# workflow (no child workflow to start, report to and wait for); larger tiers are cut
+# into shards of at least two batches.
+DIRECT_BATCHES = "direct-batches"
 BATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -60,6 +66,47 @@ BATCH_RETRY = RetryPolicy(
 
 def _seconds(duration: str | None) -> float | None:
     return None if duration is None else parse_duration(duration).total_seconds()
+
+
+async def _batch(shard: ShardInput, workflow_id: str, queue: str | None, start: int) -> Tally:
+    """One batch of ``shard`` from ``start``, on the batch ``queue``."""
+    tally: Tally = await workflow.execute_activity_method(
+        BroadcastActivities.send_broadcast_batch,
+        BatchInput(
+            broadcast_id=shard.broadcast_id,
+            tier=shard.tier,
+            seq_from=start,
+            seq_to=min(start + shard.batch_size - 1, shard.seq_to),
+            channels=shard.channels,
+            workflow_id=workflow_id,
+            escalate=shard.escalate,
+            ack_within_s=shard.ack_within_s,
+        ),
+        task_queue=queue,
+        start_to_close_timeout=timedelta(minutes=30),
+        heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
+        retry_policy=BATCH_RETRY,
+    )
+    return tally
+
+
+async def _batches(
+    shard: ShardInput,
+    workflow_id: str,
+    queue: str | None,
+    report: Callable[[int, Tally], Awaitable[None]],
+) -> None:
+    """The batches of ``shard``, each reported in order once done: one runs while the next
+    waits in the batch queue (``BATCHES_AHEAD``)."""
+    ahead: list[tuple[int, asyncio.Task[Tally]]] = []
+    starts = range(shard.seq_from, shard.seq_to + 1, shard.batch_size)
+    for number, start in enumerate(starts):
+        ahead.append((number, asyncio.create_task(_batch(shard, workflow_id, queue, start))))
+        if len(ahead) == BATCHES_AHEAD:
+            done, task = ahead.pop(0)
+            await report(done, await task)
+    for done, task in ahead:
+        await report(done, await task)
 
 
 @workflow.defn(name="BroadcastShard")
@@ -77,41 +124,13 @@ class BroadcastShardWorkflow:
         self.queue = (
             batch_task_queue(workflow.info().task_queue) if workflow.patched(BATCH_QUEUE) else None
         )
-        starts = range(shard.seq_from, shard.seq_to + 1, shard.batch_size)
         if not workflow.patched(BATCH_LOOKAHEAD):  # shards started before: one at a time
+            starts = range(shard.seq_from, shard.seq_to + 1, shard.batch_size)
             for number, start in enumerate(starts):
-                await self._report(number, await self._batch(start))
+                await self._report(number, await _batch(shard, self.shard_id, self.queue, start))
             return self.total
-        ahead: list[tuple[int, asyncio.Task[Tally]]] = []
-        for number, start in enumerate(starts):
-            ahead.append((number, asyncio.create_task(self._batch(start))))
-            if len(ahead) == BATCHES_AHEAD:
-                done, task = ahead.pop(0)
-                await self._report(done, await task)
-        for done, task in ahead:
-            await self._report(done, await task)
+        await _batches(shard, self.shard_id, self.queue, self._report)
         return self.total
-
-    async def _batch(self, start: int) -> Tally:
-        shard = self.shard
-        tally: Tally = await workflow.execute_activity_method(
-            BroadcastActivities.send_broadcast_batch,
-            BatchInput(
-                broadcast_id=shard.broadcast_id,
-                tier=shard.tier,
-                seq_from=start,
-                seq_to=min(start + shard.batch_size - 1, shard.seq_to),
-                channels=shard.channels,
-                workflow_id=self.shard_id,
-                escalate=shard.escalate,
-                ack_within_s=shard.ack_within_s,
-            ),
-            task_queue=self.queue,
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(seconds=shard.heartbeat_timeout_s),
-            retry_policy=BATCH_RETRY,
-        )
-        return tally
 
     async def _report(self, number: int, tally: Tally) -> None:
         self.total.merge(tally)
@@ -157,10 +176,17 @@ class CrisisBroadcastWorkflow:
         if key in self.reports:
             return  # a duplicate report
         self.reports.add(key)
-        if report.escalation:
-            self.escalations.merge(report.tally)
+        self._count(report.tally, escalation=report.escalation)
+
+    def _count(self, tally: Tally, *, escalation: bool = False) -> None:
+        if escalation:
+            self.escalations.merge(tally)
         else:
-            (self.tally if self.pass_no <= 1 else self.followups).merge(report.tally)
+            (self.tally if self.pass_no <= 1 else self.followups).merge(tally)
+
+    async def _counted(self, number: int, tally: Tally) -> None:
+        """A batch the broadcast ran itself, done (``number``: its place in the tier)."""
+        self._count(tally)
 
     @workflow.update(name="follow_up")
     async def follow_up(self, message: FollowUp) -> int:
@@ -311,13 +337,40 @@ class CrisisBroadcastWorkflow:
         )
 
     async def _dispatch(self, ranges: list[TierRange]) -> None:
-        """One pass: every tier in order; within a tier, shards in parallel."""
+        """One pass: every tier in order. A tier of at most ``shard_size`` recipients runs
+        its batches from here; a larger one is cut into shards that run in parallel."""
         assert self.input is not None
         inp = self.input
+        direct = workflow.patched(DIRECT_BATCHES)
         for r in ranges:
+            if direct and r.count <= inp.shard_size:
+                await _batches(
+                    ShardInput(
+                        broadcast_id=inp.broadcast_id,
+                        parent_id=workflow.info().workflow_id,
+                        tier=r.tier,
+                        seq_from=r.seq_from,
+                        seq_to=r.seq_to,
+                        channels=inp.tiers[r.tier].channels,
+                        batch_size=inp.batch_size,
+                        heartbeat_timeout_s=inp.heartbeat_timeout_s,
+                        ack_within_s=_seconds(inp.tiers[r.tier].acknowledge_within),
+                    ),
+                    workflow.info().workflow_id,
+                    batch_task_queue(workflow.info().task_queue),
+                    self._counted,
+                )
+                self._tier_done(r)
+                if self.cancelled:
+                    return
+                continue
             # Spread a tier over the parallel shards (so that several workers share it), with
-            # no shard above shard_size and none below MIN_SHARD.
-            smallest = MIN_SHARD if workflow.patched(LARGER_SHARDS) else MIN_SHARD_BEFORE
+            # no shard above shard_size and none below the smallest (since DIRECT_BATCHES:
+            # two batches, so that each shard keeps its next batch queued).
+            if direct:
+                smallest = 2 * inp.batch_size
+            else:
+                smallest = MIN_SHARD if workflow.patched(LARGER_SHARDS) else MIN_SHARD_BEFORE
             length = min(inp.shard_size, max(smallest, -(-r.count // inp.max_parallel_shards)))
             shards = [
                 (start, min(start + length - 1, r.seq_to))
@@ -348,12 +401,17 @@ class CrisisBroadcastWorkflow:
                     )
 
             await asyncio.gather(*(run_shard(a, b) for a, b in shards))
-            if self.pass_no == 1 and self.launched_at is not None:
-                self.tier_done_after[r.tier] = (workflow.now() - self.launched_at).total_seconds()
-                if inp.tiers[r.tier].acknowledge_within:
-                    self.escalation_tasks.append(asyncio.create_task(self._escalate_later(r)))
+            self._tier_done(r)
             if self.cancelled:
                 return
+
+    def _tier_done(self, r: TierRange) -> None:
+        """The first pass reached tier ``r``: note when, and wait for acknowledgements."""
+        assert self.input is not None
+        if self.pass_no == 1 and self.launched_at is not None:
+            self.tier_done_after[r.tier] = (workflow.now() - self.launched_at).total_seconds()
+            if self.input.tiers[r.tier].acknowledge_within:
+                self.escalation_tasks.append(asyncio.create_task(self._escalate_later(r)))
 
     async def _escalate_later(self, r: TierRange) -> None:
         """After the tier's acknowledgement time, send again on its escalation ladder to

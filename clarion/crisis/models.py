@@ -91,7 +91,7 @@ class BroadcastInput(_Payload):
     template: str
     audience: Audience
     tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS), min_length=1)
-    batch_size: int = Field(default=2000, ge=1, le=5000)
+    batch_size: int = Field(default=5000, ge=1, le=5000)
     shard_size: int = Field(default=10_000, ge=1)
     max_parallel_shards: int = Field(default=4, ge=1, le=64)
     requested_by: str = "system"  # who launched it (four-eyes when it needs approval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
+from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError
 
 from clarion.crisis.models import BroadcastProgress, BroadcastState, Tier
@@ -22,6 +24,7 @@ from clarion.store import operators as operators_repo
 from clarion.store.tables import AuditEvent, BroadcastRecipient, Delivery
 from starters.sdk import BroadcastHandle, ClarionClient
 from tests.conftest import Stack, StackWith, operator_client, uid, unique_phone
+from tests.integration.test_replay import HISTORIES, RECORD, REPLAY_BROADCAST_ID
 from tests.support.processes import wait_until
 
 TIERS = [
@@ -116,14 +119,21 @@ async def test_tiers_go_in_order_and_consent_is_respected(stack: Stack) -> None:
     enterprise = [await add(stack.store, region, plan="enterprise") for _ in range(4)]
     everyone = [await add(stack.store, region) for _ in range(5)]
     opted_out = await add(stack.store, region, revoke=[(Channel.EMAIL, Purpose.SERVICE)])
+    recording = RECORD and "sqlite" in stack.store.url
     handle = await stack.clarion.launch_broadcast(
         title="Outage",
         template="crisis-outage",
         segment=f"region == '{region}'",
         tiers=TIERS,
         batch_size=4,
+        broadcast_id=REPLAY_BROADCAST_ID if recording else None,
     )
     progress = await reached(handle)
+    if recording:  # for the replay test (scripts/record-histories.sh)
+        history = await handle._handle.fetch_history()
+        (HISTORIES / "crisis_direct_batches.json").write_text(
+            json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        )
     assert (
         progress.total == 13
         and progress.by_status["sent"] == 12
@@ -215,10 +225,35 @@ async def test_a_batch_goes_chunk_by_chunk_and_resumes_after_a_failed_chunk(
     await chain_covers(stack.store, handle.broadcast_id, 45)
 
 
-async def test_a_shard_keeps_its_next_batch_queued(stack: Stack) -> None:
-    """While one batch runs, the shard's next one is already in the batch queue (so a
-    worker takes it as soon as it is free): never more than two scheduled and not done,
-    and each batch is reported to the broadcast once."""
+def most_batches_outstanding(history: WorkflowHistory) -> int:
+    """The most batch activities a workflow had scheduled and not yet done at once."""
+    outstanding: set[int] = set()
+    most = 0
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            kind = event.activity_task_scheduled_event_attributes.activity_type.name
+            if kind == "send_broadcast_batch":
+                outstanding.add(event.event_id)
+        elif event.HasField("activity_task_completed_event_attributes"):
+            outstanding.discard(event.activity_task_completed_event_attributes.scheduled_event_id)
+        most = max(most, len(outstanding))
+    return most
+
+
+async def shards_of(stack: Stack, broadcast_id: str) -> list[WorkflowHistory]:
+    return [
+        await stack.client.get_workflow_handle(s.id).fetch_history()
+        async for s in stack.client.list_workflows(
+            f"WorkflowType = 'BroadcastShard' AND TaskQueue = '{stack.settings.task_queue}'"
+            f" AND WorkflowId STARTS_WITH 'crisis:{broadcast_id}/'"
+        )
+    ]
+
+
+async def test_a_tier_within_a_shard_runs_its_batches_from_the_broadcast(stack: Stack) -> None:
+    """A tier of up to shard_size recipients starts no shard: the broadcast's workflow runs
+    its batches, keeping the next one queued while one runs (never more than two
+    scheduled and not done), and counts each once."""
     region = uid("r")
     people = [await add(stack.store, region) for _ in range(20)]
     handle = await stack.clarion.launch_broadcast(
@@ -226,31 +261,45 @@ async def test_a_shard_keeps_its_next_batch_queued(stack: Stack) -> None:
         tiers=[Tier(name="all", channels=[Channel.EMAIL])], batch_size=5,
     )  # fmt: skip
     progress = await reached(handle)
-    assert progress.by_status.get("sent") == 20
+    assert progress.by_status.get("sent") == 20 and progress.tiers[0].sent == 20
     assert all(len(stack.smtp.to(p.email or "")) == 1 for p in people)
-    [shard] = [
-        s
-        async for s in stack.client.list_workflows(
-            f"WorkflowType = 'BroadcastShard' AND TaskQueue = '{stack.settings.task_queue}'"
-            f" AND WorkflowId STARTS_WITH 'crisis:{handle.broadcast_id}/'"
-        )
-    ]
-    history = await stack.client.get_workflow_handle(shard.id).fetch_history()
-    outstanding, most, seen_ahead = 0, 0, False
-    for event in history.events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            outstanding += 1
-            seen_ahead = seen_ahead or outstanding == 2
-        elif event.HasField("activity_task_completed_event_attributes"):
-            outstanding -= 1
-        most = max(most, outstanding)
-    assert seen_ahead and most == 2
-    reports = [
-        e.signal_external_workflow_execution_initiated_event_attributes
+    assert await shards_of(stack, handle.broadcast_id) == []
+    history = await handle._handle.fetch_history()
+    batches = [
+        e
         for e in history.events
-        if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_broadcast_batch"
     ]
-    assert len(reports) == 4
+    assert len(batches) == 4
+    assert most_batches_outstanding(history) == 2
+
+
+async def test_a_shard_keeps_its_next_batch_queued(stack: Stack) -> None:
+    """A tier above shard_size is cut into shards of at least two batches; while one
+    batch runs, the shard's next one is already in the batch queue (so a worker takes it
+    as soon as it is free): never more than two scheduled and not done, and each batch is
+    reported to the broadcast once."""
+    region = uid("r")
+    people = [await add(stack.store, region) for _ in range(40)]
+    handle = await stack.clarion.launch_broadcast(
+        title="Outage", template="crisis-outage", segment=f"region == '{region}'",
+        tiers=[Tier(name="all", channels=[Channel.EMAIL])], batch_size=5, shard_size=20,
+        max_parallel_shards=2,
+    )  # fmt: skip
+    progress = await reached(handle)
+    assert progress.by_status.get("sent") == 40
+    assert all(len(stack.smtp.to(p.email or "")) == 1 for p in people)
+    shards = await shards_of(stack, handle.broadcast_id)
+    assert len(shards) == 2  # 40 recipients over 2 parallel shards of at most 20
+    for history in shards:
+        assert most_batches_outstanding(history) == 2
+        reports = [
+            e.signal_external_workflow_execution_initiated_event_attributes
+            for e in history.events
+            if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+        ]
+        assert len(reports) == 4
 
 
 async def test_provider_errors_for_a_while_then_completes(stack: Stack) -> None:

@@ -33,7 +33,11 @@ def _replayer() -> Replayer:
 
 # Histories whose workflow derives ids from its own (a broadcast names its shards after
 # itself) replay under the id they were recorded with.
-WORKFLOW_IDS = {"crisis_small_shards": "crisis:20261124-115213-281d29"}
+REPLAY_BROADCAST_ID = "replay-direct-batches"  # the broadcast recorded for the replay test
+WORKFLOW_IDS = {
+    "crisis_small_shards": "crisis:20261124-115213-281d29",
+    "crisis_direct_batches": f"crisis:{REPLAY_BROADCAST_ID}",
+}
 
 
 def _load(path: Path) -> WorkflowHistory:
@@ -44,6 +48,7 @@ def _load(path: Path) -> WorkflowHistory:
 def test_histories_are_committed() -> None:
     names = sorted(p.stem for p in HISTORIES.glob("*.json"))
     assert names == [
+        "crisis_direct_batches",  # recorded by test_crisis (tiers of 3, 4 and 6 in batches of 4)
         # Recorded before the larger-shards patch (120 recipients in 3 shards of up to 50)
         # and kept so: it shows that broadcasts started then still replay. Not re-recorded.
         "crisis_small_shards",
