@@ -307,21 +307,28 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 async def measure(
-    res: dict[str, Any], r: int, pids: list[int], key: str, count: int, work: Any
+    res: dict[str, Any], r: int, pids: dict[str, list[int]], key: str, count: int, work: Any
 ) -> Any:
     """Run one side; note its rate and the CPU seconds per message of the sending
-    process(es): this process for plain, the worker(s) for Clarion."""
+    process(es) (this process for plain, the worker(s) for Clarion), and of every process
+    of the run (``pids``: this one, the workers, the Temporal server, the channel's server),
+    by name."""
     plain = key.startswith("plain")
-    cpu0 = time.process_time() if plain else cpu_seconds(pids)
+    before = {name: cpu_seconds(group) for name, group in pids.items()}
     t0 = time.perf_counter()
     out = await work
     elapsed = time.perf_counter() - t0
-    cpu = (time.process_time() if plain else cpu_seconds(pids)) - cpu0
+    spent = {
+        name: (cpu_seconds(group) - before[name]) / count * 1000 for name, group in pids.items()
+    }
     if isinstance(out, dict):  # a broadcast: until the last recipient was recorded
         elapsed = out["elapsed"]
-    res[key], res[f"{key}_cpu_ms"] = count / elapsed, cpu / count * 1000
+    res[key], res[f"{key}_cpu_ms"] = count / elapsed, spent["bench" if plain else "workers"]
+    res[f"{key}_where"] = spent
+    where = ", ".join(f"{name} {ms:.2f}" for name, ms in spent.items())
     print(
-        f"round {r + 1}: {key:14} {res[key]:7.1f}/s, {res[f'{key}_cpu_ms']:.2f} ms CPU per message",
+        f"round {r + 1}: {key:14} {res[key]:7.1f}/s, {res[f'{key}_cpu_ms']:.2f} ms CPU per message"
+        f" (ms per message: {where})",
         flush=True,
     )
     return out
@@ -376,10 +383,17 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
             # Each round: plain then Clarion, email then SMS, so that both sides see the same
             # machine; the medians over the rounds are the figures.
             res: dict[str, Any] = {}
+            pids = {
+                "bench": [os.getpid()],
+                "workers": [proc.pid for proc in procs],
+                "temporal": [server.pid],
+            }
+            email_pids = pids | {"sink": [sink.pid]}
+            sms_pids = pids | {"twilio": [twilio.pid]}
             await measure(
                 res,
                 r,
-                [proc.pid for proc in procs],
+                email_pids,
                 "plain_email",
                 n,
                 plain_email(settings, n, conc, f"p{r}x", email_text),
@@ -387,7 +401,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
             b = await measure(
                 res,
                 r,
-                [proc.pid for proc in procs],
+                email_pids,
                 "clarion_email",
                 n,
                 broadcast(clarion, store, f"c{r}x", [Channel.EMAIL], n),
@@ -396,7 +410,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
             await measure(
                 res,
                 r,
-                [proc.pid for proc in procs],
+                sms_pids,
                 "plain_sms",
                 sms_n,
                 plain_sms(settings, sms_n, conc, r * sms_n, sms_body),
@@ -404,7 +418,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
             await measure(
                 res,
                 r,
-                [proc.pid for proc in procs],
+                sms_pids,
                 "clarion_sms",
                 sms_n,
                 broadcast(clarion, store, f"s{r}x", [Channel.SMS], sms_n),
@@ -423,7 +437,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         loss, dup = loss + a, dup + b_
         a, b_ = count(sms_received, [phone(r * sms_n + i) for i in range(sms_n)])
         sms_loss, sms_dup = sms_loss + a, sms_dup + b_
-    m = {k: median([res[k] for res in results]) for k in results[0]}
+    m = {k: median([res[k] for res in results]) for k in results[0] if not k.endswith("_where")}
     ratios = [res["clarion_email"] / res["plain_email"] for res in results]
     sms_ratios = [res["clarion_sms"] / res["plain_sms"] for res in results]
     print(f"--- medians over {rounds} round(s)")
@@ -446,6 +460,13 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         f"(plain/Clarion {cpu:.2f}); sms plain {m['plain_sms_cpu_ms']:.2f} ms, Clarion "
         f"{m['clarion_sms_cpu_ms']:.2f} ms (plain/Clarion {sms_cpu:.2f})"
     )
+    for side in ("plain_email", "clarion_email", "plain_sms", "clarion_sms"):
+        names = results[0][f"{side}_where"]
+        where = ", ".join(
+            f"{name} {median([res[f'{side}_where'][name] for res in results]):.2f}"
+            for name in names
+        )
+        print(f"CPU of each process, ms per message, {side}: {where}")
     print(
         f"sms plain twilio sender:    {m['plain_sms']:8.1f}/s; Clarion broadcast {m['clarion_sms']:8.1f}/s; "
         f"ratio {median(sms_ratios):.2f} (per round: {', '.join(f'{x:.2f}' for x in sms_ratios)}); "
