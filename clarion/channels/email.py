@@ -29,6 +29,7 @@ from clarion.errors import PermanentChannelError, RetryableChannelError
 from clarion.models import Channel
 
 MAX_IDLE_SECONDS = 30.0
+WATCH_EVERY = 1.0  # how often, at most, the reply deadlines are checked (seconds)
 
 
 def message_id_header(message_id: str, sender: str) -> str:
@@ -129,6 +130,7 @@ class SmtpEmailProvider:
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(settings.smtp_pool_size)
         self._sender = parseaddr(settings.email_from)[1] or settings.email_from
+        self._watchdog = _Watchdog(settings.smtp_timeout)
         self._date = _DateCache()
         # The From header is the same in every message: folded once, by the email package.
         # Messages are composed only from a plain dot-atom sender address (one that needs
@@ -179,11 +181,17 @@ class SmtpEmailProvider:
                 if isinstance(mail, Composed) and mail.eight_bit and not _eight_bit(client):
                     # The server takes 7-bit only: the email package re-encodes the body.
                     mail = build_email(message, self._settings.email_from)
-                await _send(client, mail, self._sender, message.to)
+                await _send(client, mail, self._sender, message.to, self._watchdog)
             except Exception as exc:
+                error: Exception = exc
                 if client is not None:
                     await _quietly_close(client)
-                raise classify_smtp_error(exc) from exc
+                    if self._watchdog.expired(client):
+                        error = TimeoutError(f"no reply within {self._settings.smtp_timeout} s")
+                raise classify_smtp_error(error) from exc
+            finally:
+                if client is not None:
+                    self._watchdog.disarm(client)
             self._idle.append((client, time.monotonic()))
         return ProviderReceipt(provider=self.name, provider_message_id=message_id)
 
@@ -208,7 +216,11 @@ def _eight_bit(client: aiosmtplib.SMTP) -> bool:
 
 
 async def _send(
-    client: aiosmtplib.SMTP, mail: EmailMessage | Composed, sender: str, to: str
+    client: aiosmtplib.SMTP,
+    mail: EmailMessage | Composed,
+    sender: str,
+    to: str,
+    watchdog: _Watchdog,
 ) -> None:
     """MAIL, RCPT and DATA for one message: composed bytes as they are, or a message of the
     email package flattened with Clarion's policy (aiosmtplib's own send_message would
@@ -227,7 +239,7 @@ async def _send(
         options.append("BODY=8BITMIME")
         cte_type = "8bit"
     if isinstance(mail, Composed):
-        await _transaction(client, sender, to, mail.data, options)
+        await _transaction(client, sender, to, mail.data, options, watchdog)
         return
     policy = POLICY.clone(linesep="\r\n", utf8=utf8, cte_type=cte_type)
     with io.BytesIO() as buffer:
@@ -237,7 +249,12 @@ async def _send(
 
 
 async def _transaction(
-    client: aiosmtplib.SMTP, sender: str, to: str, data: bytes, options: list[str]
+    client: aiosmtplib.SMTP,
+    sender: str,
+    to: str,
+    data: bytes,
+    options: list[str],
+    watchdog: _Watchdog,
 ) -> None:
     """MAIL, RCPT and DATA as aiosmtplib's ``sendmail`` does them for one recipient, with
     the same errors (and RSET after a refusal), without parsing the two addresses again
@@ -245,36 +262,80 @@ async def _transaction(
     composed message's recipient is a plain dot-atom address. ``data`` has CRLF line ends
     only, so its length is what the SIZE extension counts.
 
-    Each reply is awaited under ``asyncio.timeout`` (the client's timeout; both replies of
-    DATA together get twice that) rather than aiosmtplib's ``wait_for``, which made a task
-    per reply; a timeout raises ``TimeoutError`` and the caller drops the connection."""
+    Each reply has the client's timeout (both replies of DATA together twice that),
+    kept by the provider's :class:`_Watchdog` rather than a timer per reply: a
+    connection that overstays is closed, the reply's wait fails, and the caller drops
+    the connection."""
     if client.supports_extension("size"):
         options = [f"size={len(data)}", *options]
-    limit = client.timeout
     try:
-        async with asyncio.timeout(limit):
-            reply = await client.execute_command(
-                b"MAIL",
-                b"FROM:<" + sender.encode("ascii") + b">",
-                *(o.encode() for o in options),
-                timeout=None,
-            )
+        watchdog.arm(client)
+        reply = await client.execute_command(
+            b"MAIL",
+            b"FROM:<" + sender.encode("ascii") + b">",
+            *(o.encode() for o in options),
+            timeout=None,
+        )
         if reply.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-        async with asyncio.timeout(limit):
-            reply = await client.execute_command(
-                b"RCPT", b"TO:<" + to.encode("ascii") + b">", timeout=None
-            )
+        watchdog.arm(client)
+        reply = await client.execute_command(
+            b"RCPT", b"TO:<" + to.encode("ascii") + b">", timeout=None
+        )
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientsRefused(
                 [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, to)]
             )
-        async with asyncio.timeout(None if limit is None else 2 * limit):
-            await client.data(data, timeout=None)
+        watchdog.arm(client, factor=2)
+        await client.data(data, timeout=None)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        watchdog.arm(client)
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
             await client.rset()
         raise
+
+
+class _Watchdog:
+    """Deadlines for the replies the pool's connections wait for, checked by one task
+    every quarter of the timeout (every ``WATCH_EVERY`` seconds at most): a connection
+    past its deadline is closed, which fails the wait. Setting a deadline costs a
+    dictionary entry, where ``asyncio.timeout`` costs a timer per reply (some 5 µs,
+    three times a message). The task stops when no reply is awaited, and starts again
+    with the next deadline."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.every = WATCH_EVERY if timeout is None else min(WATCH_EVERY, timeout / 4)
+        self.deadlines: dict[aiosmtplib.SMTP, float] = {}
+        self.closed: set[aiosmtplib.SMTP] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def arm(self, client: aiosmtplib.SMTP, factor: float = 1) -> None:
+        """The next reply on ``client`` is due within ``factor`` times the timeout."""
+        if self.timeout is None:
+            return
+        self.deadlines[client] = time.monotonic() + factor * self.timeout
+        task = self.task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self.task = asyncio.get_running_loop().create_task(self._watch())
+
+    def disarm(self, client: aiosmtplib.SMTP) -> None:
+        self.deadlines.pop(client, None)
+        self.closed.discard(client)
+
+    def expired(self, client: aiosmtplib.SMTP) -> bool:
+        """Whether the watchdog closed ``client`` for a late reply."""
+        return client in self.closed
+
+    async def _watch(self) -> None:
+        while self.deadlines:
+            await asyncio.sleep(self.every)
+            now = time.monotonic()
+            for client, due in list(self.deadlines.items()):
+                if due <= now:
+                    del self.deadlines[client]
+                    self.closed.add(client)
+                    client.close()
 
 
 class _DateCache:
