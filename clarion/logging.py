@@ -13,6 +13,8 @@ import structlog
 # Any local part (non-ASCII too: imports accept it), any domain of word characters.
 EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"]+@[\w\-]+(?:\.[\w\-]+)+")
 PHONE_RE = re.compile(r"\+?\d[\d ()\-.]{7,}\d")
+# Four dot-separated numbers of up to three digits: an IPv4 address, not a phone number.
+IPV4_RE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
 def mask_email(value: str) -> str:
@@ -28,7 +30,12 @@ def mask_phone(value: str) -> str:
 def redact(text: str) -> str:
     """Mask every email address and phone-like number in ``text``."""
     text = EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
-    return PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)
+    return PHONE_RE.sub(_mask_phone_match, text)
+
+
+def _mask_phone_match(match: re.Match[str]) -> str:
+    found = match.group(0)
+    return found if IPV4_RE.fullmatch(found) else mask_phone(found)
 
 
 def _redact_value(value: Any, *, is_id: bool = False) -> Any:

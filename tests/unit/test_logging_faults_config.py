@@ -63,6 +63,9 @@ def test_mask_email_and_phone() -> None:
         ("us (415) 555-2671", "us (+***71"),
         ("a@example.com and +447911123456", "a***@example.com and +***56"),
         ("nothing personal, order 12345", "nothing personal, order 12345"),
+        ("running on http://127.0.0.1:8000", "running on http://127.0.0.1:8000"),
+        ("from 192.168.100.200 ok", "from 192.168.100.200 ok"),
+        ("us 415.555.2671", "us +***71"),
     ],
 )
 def test_redact(text: str, expected: str) -> None:
