@@ -345,17 +345,7 @@ class CrisisBroadcastWorkflow:
         for r in ranges:
             if direct and r.count <= inp.shard_size:
                 await _batches(
-                    ShardInput(
-                        broadcast_id=inp.broadcast_id,
-                        parent_id=workflow.info().workflow_id,
-                        tier=r.tier,
-                        seq_from=r.seq_from,
-                        seq_to=r.seq_to,
-                        channels=inp.tiers[r.tier].channels,
-                        batch_size=inp.batch_size,
-                        heartbeat_timeout_s=inp.heartbeat_timeout_s,
-                        ack_within_s=_seconds(inp.tiers[r.tier].acknowledge_within),
-                    ),
+                    self._shard_input(r.tier, r.seq_from, r.seq_to),
                     workflow.info().workflow_id,
                     batch_task_queue(workflow.info().task_queue),
                     self._counted,
@@ -386,17 +376,7 @@ class CrisisBroadcastWorkflow:
                         return
                     await workflow.execute_child_workflow(
                         BroadcastShardWorkflow.run,
-                        ShardInput(
-                            broadcast_id=inp.broadcast_id,
-                            parent_id=workflow.info().workflow_id,
-                            tier=tier,
-                            seq_from=start,
-                            seq_to=end,
-                            channels=inp.tiers[tier].channels,
-                            batch_size=inp.batch_size,
-                            heartbeat_timeout_s=inp.heartbeat_timeout_s,
-                            ack_within_s=_seconds(inp.tiers[tier].acknowledge_within),
-                        ),
+                        self._shard_input(tier, start, end),
                         id=f"{workflow.info().workflow_id}/p{self.pass_no}/t{tier}/{start}",
                     )
 
@@ -404,6 +384,26 @@ class CrisisBroadcastWorkflow:
             self._tier_done(r)
             if self.cancelled:
                 return
+
+    def _shard_input(
+        self, tier: int, seq_from: int, seq_to: int, *, escalate: bool = False
+    ) -> ShardInput:
+        """What a shard of ``tier`` over ``seq_from..seq_to`` sends (the broadcast's own
+        batches take the same): the tier's channels, or its escalation ladder."""
+        assert self.input is not None
+        inp, spec = self.input, self.input.tiers[tier]
+        return ShardInput(
+            broadcast_id=inp.broadcast_id,
+            parent_id=workflow.info().workflow_id,
+            tier=tier,
+            seq_from=seq_from,
+            seq_to=seq_to,
+            channels=spec.escalate_to if escalate else spec.channels,
+            batch_size=inp.batch_size,
+            heartbeat_timeout_s=inp.heartbeat_timeout_s,
+            escalate=escalate,
+            ack_within_s=None if escalate else _seconds(spec.acknowledge_within),
+        )
 
     def _tier_done(self, r: TierRange) -> None:
         """The first pass reached tier ``r``: note when, and wait for acknowledgements."""
@@ -417,25 +417,14 @@ class CrisisBroadcastWorkflow:
         """After the tier's acknowledgement time, send again on its escalation ladder to
         every reached recipient who has not acknowledged."""
         assert self.input is not None
-        inp = self.input
-        tier = inp.tiers[r.tier]
+        tier = self.input.tiers[r.tier]
         assert tier.acknowledge_within is not None
         await workflow.sleep(parse_duration(tier.acknowledge_within))
         if self.cancelled or self.resolution_gen is not None or not tier.escalate_to:
             return
         await workflow.execute_child_workflow(
             BroadcastShardWorkflow.run,
-            ShardInput(
-                broadcast_id=inp.broadcast_id,
-                parent_id=workflow.info().workflow_id,
-                tier=r.tier,
-                seq_from=r.seq_from,
-                seq_to=r.seq_to,
-                channels=tier.escalate_to,
-                batch_size=inp.batch_size,
-                heartbeat_timeout_s=inp.heartbeat_timeout_s,
-                escalate=True,
-            ),
+            self._shard_input(r.tier, r.seq_from, r.seq_to, escalate=True),
             id=f"{workflow.info().workflow_id}/escalate/t{r.tier}",
         )
 
