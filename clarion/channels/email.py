@@ -202,6 +202,7 @@ class SmtpEmailProvider:
                 await client.quit()
             except Exception:
                 await _quietly_close(client)
+        self._watchdog.stop()
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:
@@ -322,6 +323,13 @@ class _Watchdog:
     def disarm(self, client: aiosmtplib.SMTP) -> None:
         self.deadlines.pop(client, None)
         self.closed.discard(client)
+
+    def stop(self) -> None:
+        """Stop watching (the provider is closed); the next deadline starts it again."""
+        task = self.task
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            task.cancel()
+        self.task = None
 
     def expired(self, client: aiosmtplib.SMTP) -> bool:
         """Whether the watchdog closed ``client`` for a late reply."""
