@@ -567,10 +567,7 @@ class BroadcastActivities:
     ) -> list[_Plan]:
         """Each recipient's plan; ``chunk_ids`` selects their customers' external ids."""
         customers = await repo.customer_snapshots(session, external_ids=chunk_ids)
-        facts = await repo.consent_facts_for(
-            session,
-            customer_ids=select(Customer.id).where(Customer.external_id.in_(chunk_ids)),
-        )
+        facts = await repo.consent_facts_for(session, customer_ids=repo.customer_ids_of(chunk_ids))
         purpose = definition.purpose
         secret = self.settings.ack_secret.get_secret_value()
         ack_links = data.ack_within_s is not None and bool(secret)
@@ -624,9 +621,7 @@ class BroadcastActivities:
                     continue
                 holds = can_hold.get((jurisdiction, channel))
                 if holds is None:
-                    holds = can_hold[(jurisdiction, channel)] = rules.quiet_hours_for(
-                        purpose, channel
-                    ) is not None or bool(rules.caps_for(purpose, channel))
+                    holds = can_hold[(jurisdiction, channel)] = rules.may_hold(purpose, channel)
                 held = (
                     await self._held_back(session, rules, customer, channel, purpose, mid)
                     if holds

@@ -340,50 +340,46 @@ class CrisisBroadcastWorkflow:
         """One pass: every tier in order. A tier of at most ``shard_size`` recipients runs
         its batches from here; a larger one is cut into shards that run in parallel."""
         assert self.input is not None
-        inp = self.input
         direct = workflow.patched(DIRECT_BATCHES)
         for r in ranges:
-            if direct and r.count <= inp.shard_size:
+            if direct and r.count <= self.input.shard_size:
                 await _batches(
                     self._shard_input(r.tier, r.seq_from, r.seq_to),
                     workflow.info().workflow_id,
                     batch_task_queue(workflow.info().task_queue),
                     self._counted,
                 )
-                self._tier_done(r)
-                if self.cancelled:
-                    return
-                continue
-            # Spread a tier over the parallel shards (so that several workers share it), with
-            # no shard above shard_size and none below the smallest (since DIRECT_BATCHES:
-            # two batches, so that each shard keeps its next batch queued).
-            if direct:
-                smallest = 2 * inp.batch_size
             else:
-                smallest = MIN_SHARD if workflow.patched(LARGER_SHARDS) else MIN_SHARD_BEFORE
-            length = min(inp.shard_size, max(smallest, -(-r.count // inp.max_parallel_shards)))
-            shards = [
-                (start, min(start + length - 1, r.seq_to))
-                for start in range(r.seq_from, r.seq_to + 1, length)
-            ]
-            gate = asyncio.Semaphore(inp.max_parallel_shards)
-
-            async def run_shard(
-                start: int, end: int, tier: int = r.tier, gate: asyncio.Semaphore = gate
-            ) -> None:
-                async with gate:
-                    if self.cancelled:
-                        return
-                    await workflow.execute_child_workflow(
-                        BroadcastShardWorkflow.run,
-                        self._shard_input(tier, start, end),
-                        id=f"{workflow.info().workflow_id}/p{self.pass_no}/t{tier}/{start}",
-                    )
-
-            await asyncio.gather(*(run_shard(a, b) for a, b in shards))
+                await self._shards(r, direct=direct)
             self._tier_done(r)
             if self.cancelled:
                 return
+
+    async def _shards(self, r: TierRange, *, direct: bool) -> None:
+        """Tier ``r`` spread over parallel shards (so that several workers share it), with
+        no shard above shard_size and none below the smallest (since DIRECT_BATCHES: two
+        batches, so that each shard keeps its next batch queued)."""
+        assert self.input is not None
+        inp = self.input
+        if direct:
+            smallest = 2 * inp.batch_size
+        else:
+            smallest = MIN_SHARD if workflow.patched(LARGER_SHARDS) else MIN_SHARD_BEFORE
+        length = min(inp.shard_size, max(smallest, -(-r.count // inp.max_parallel_shards)))
+        gate = asyncio.Semaphore(inp.max_parallel_shards)
+
+        async def run_shard(start: int, end: int) -> None:
+            async with gate:
+                if self.cancelled:
+                    return
+                await workflow.execute_child_workflow(
+                    BroadcastShardWorkflow.run,
+                    self._shard_input(r.tier, start, end),
+                    id=f"{workflow.info().workflow_id}/p{self.pass_no}/t{r.tier}/{start}",
+                )
+
+        starts = range(r.seq_from, r.seq_to + 1, length)
+        await asyncio.gather(*(run_shard(a, min(a + length - 1, r.seq_to)) for a in starts))
 
     def _shard_input(
         self, tier: int, seq_from: int, seq_to: int, *, escalate: bool = False

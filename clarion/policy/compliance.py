@@ -159,6 +159,13 @@ class JurisdictionRules(_Strict):
     def caps_for(self, purpose: Purpose, channel: Channel) -> list[FrequencyCap]:
         return [c for c in self.caps if c.applies(purpose, channel)]
 
+    def may_hold(self, purpose: Purpose, channel: Channel) -> bool:
+        """Whether quiet hours or a frequency cap covers ``purpose`` on ``channel`` here
+        (by default both cover marketing only)."""
+        return self.quiet_hours_for(purpose, channel) is not None or bool(
+            self.caps_for(purpose, channel)
+        )
+
 
 BUILTIN_DEFAULT: dict[str, Any] = {
     "consent": {"marketing": "opt_in", "transactional": "opt_out", "service": "opt_out"},

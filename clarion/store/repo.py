@@ -64,6 +64,11 @@ class CustomerSnapshot:
     contact_points: list[ContactSnapshot]
 
 
+def customer_ids_of(external_ids: Select[Any]) -> Select[Any]:
+    """A query of the ids of the customers whose external ids ``external_ids`` selects."""
+    return select(Customer.id).where(Customer.external_id.in_(external_ids))
+
+
 async def customer_snapshots(
     session: AsyncSession, *, external_ids: Sequence[str] | Select[Any]
 ) -> dict[str, CustomerSnapshot]:
@@ -73,8 +78,7 @@ async def customer_snapshots(
 
     Core queries on the session's connection (bulk reads of a broadcast: no ORM state,
     no autoflush; what the session holds unflushed is not seen)."""
-    selected = isinstance(external_ids, Select)
-    if not selected and not external_ids:
+    if not isinstance(external_ids, Select) and not external_ids:
         return {}
     connection = await session.connection()
     rows = await connection.execute(
@@ -93,10 +97,8 @@ async def customer_snapshots(
     }
     if by_id:
         of = (
-            ContactPoint.customer_id.in_(
-                select(Customer.id).where(Customer.external_id.in_(external_ids))
-            )
-            if selected
+            ContactPoint.customer_id.in_(customer_ids_of(external_ids))
+            if isinstance(external_ids, Select)
             else ContactPoint.customer_id.in_(list(by_id))
         )
         points = await connection.execute(
