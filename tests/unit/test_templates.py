@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
 from pathlib import Path
 
 import pytest
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SecurityError
+from markupsafe import Markup
 
 from clarion.errors import ClarionError, RenderError, TemplateError
 from clarion.models import Channel, Purpose
@@ -22,6 +24,7 @@ from clarion.templates import (
     render,
     resolve_locale,
 )
+from clarion.templates.render import MEMO_REST, MEMO_SIZE, _compiled, _Memo, _memo, _render_one
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 
@@ -175,6 +178,149 @@ def test_render_does_not_mutate_or_need_extra_variables() -> None:
     context = {"name": "Ann", "unused": [1, 2]}
     render(SmsVariant(body="{{ name }}"), context)
     assert context == {"name": "Ann", "unused": [1, 2]}
+
+
+# -- the memo of pure templates
+
+MEMO_SOURCES = [
+    "Hello {{ customer.first_name | default('there') }}.{% if broadcast.ack_url is defined %}"
+    " Confirm: {{ broadcast.ack_url }}{% endif %}",
+    "{{ a }} {{ a.b }} {{ a['b'] }} {{ a.b.c | default('-') }}",
+    "{{ n + 1 if n is number else n }} {{ n == 1 }} {{ n is sameas true }} {{ n | string }}",
+    "{{ x ~ '!' }}{% if x and not y %} yes{% elif y %} y{% else %} no{% endif %}",
+    "{{ x | default('d', true) | upper | replace('A', '4') | truncate(12) }}",
+    "{{ (x or 'none') | e }} {{ x is defined }} {{ x is none }} {{ y | tojson }}",
+]
+MEMO_VALUES: list[object] = [
+    "Ann", "", "<b>&</b>", 0, 1, True, False, None, 1.0, 0.0, -0.0, ["l"], {"b": "d"},
+    {"b": {"c": "deep"}}, {"items": 1}, Markup("<i>safe</i>"), object(),
+]  # fmt: skip
+MISSING_VALUE = object()
+
+
+def _fresh_memo(source: str) -> _Memo:
+    memo = _memo(source, False)
+    assert memo is not None
+    memo.outputs.clear()
+    memo.hits = memo.resting = 0
+    return memo
+
+
+def _vars(names: tuple[str, ...], values: tuple[object, ...]) -> dict[str, object]:
+    out: dict[str, object] = {"customer": {}, "broadcast": {}}
+    for name, value in zip(names, values, strict=True):
+        if value is MISSING_VALUE:
+            continue
+        if "." in name:
+            root, leaf = name.split(".")
+            out[root] = {**out[root], leaf: value}  # type: ignore[dict-item]
+        else:
+            out[name] = value
+    return out
+
+
+@pytest.mark.parametrize("html", [False, True])
+@pytest.mark.parametrize("source", MEMO_SOURCES)
+def test_memo_renders_what_jinja_renders(source: str, html: bool) -> None:
+    # Every combination of awkward values (equal but rendered differently: 1, 1.0 and
+    # True; 0.0 and -0.0; a Markup string; a dict; a list; missing), rendered twice
+    # through the memo, gives Jinja's own output (or the same error).
+    rng = random.Random(source)
+    names = ("customer.first_name", "broadcast.ack_url", "a", "n", "x", "y")
+    compiled = _compiled(source, html)
+    for _ in range(400):
+        values = tuple(rng.choice([*MEMO_VALUES, MISSING_VALUE]) for _ in names)
+        variables = _vars(names, values)
+        try:
+            expected: object = compiled.render(**variables)
+        except Exception as exc:  # a failing render must fail the same way
+            expected = type(exc)
+        for _ in range(2):
+            try:
+                got: object = _render_one(source, variables, html=html, field="f")
+            except RenderError as exc:
+                got = type(exc.__cause__)
+            except Exception as exc:
+                got = type(exc)
+            assert got == expected, (source, variables)
+
+
+def test_memo_renders_a_pure_template_once_per_distinct_values() -> None:
+    source = "Hi {{ customer.first_name }}{% if customer.vip %}, valued{% endif %} {{ n }}"
+    memo = _fresh_memo(source)
+    assert memo.paths == (("customer", "first_name"), ("customer", "vip"), ("n",))
+    for i in range(100):
+        customer = {"first_name": "Ann" if i % 2 else "Bob", "vip": i % 4 == 1, "id": i}
+        out = render(SmsVariant(body=source), {"customer": customer, "n": 1})
+        assert out == RenderedSms(
+            body=f"Hi {customer['first_name']}" + (", valued" if i % 4 == 1 else "") + " 1"
+        )
+    assert len(memo.outputs) == 3  # Bob; Ann; Ann valued - the id is not read
+    # The values are the key, not the dicts they sit in: a changed value renders afresh.
+    assert (
+        render(SmsVariant(body=source), {"customer": {"first_name": "Cy", "vip": 0}, "n": 1}).body
+        == "Hi Cy 1"
+    )
+    assert (
+        render(
+            SmsVariant(body=source), {"customer": {"first_name": "Ann", "vip": 0}, "n": True}
+        ).body
+        == "Hi Ann True"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for t in tags %}{{ t }}{% endfor %}",
+        "{{ lipsum(1) }}",
+        "{{ [1, 2, 3] | random }}",
+        "{{ x | map('upper') | join }}",
+        "{% set y = x %}{{ y }}",
+        "{{ customer.items }}",
+        "{{ customer['values'] }}",
+        "{{ customer[key] }}",
+        "{{ x.upper() }}",
+        "{% filter upper %}{{ x }}{% endfilter %}",
+        "{{ x[1:] }}",
+        "{{ {'a': x} }}",
+        "{% macro m() %}{{ x }}{% endmacro %}{{ m() }}",
+        "{{ x | upper(*args) }}",
+    ],
+)
+def test_memo_is_not_used_for_templates_that_are_not_plain_functions_of_names(source: str) -> None:
+    assert _memo(source, False) is None
+
+
+def test_memo_leaves_out_values_that_are_not_plain_scalars() -> None:
+    source = "{{ customer.name }}"
+    memo = _fresh_memo(source)
+    render(SmsVariant(body=source), {"customer": {"name": ["a", "b"]}})
+    render(SmsVariant(body=source), {"customer": {"name": 1.5}})
+    render(SmsVariant(body=source), {"customer": {"name": Markup("x")}})
+    assert memo.outputs == {}
+    assert render(SmsVariant(body=source), {"customer": {"name": ["a", "b"]}}).body == "['a', 'b']"
+
+
+def test_memo_is_bounded_and_rests_when_it_hardly_ever_hits() -> None:
+    source = "{{ n }}!"
+    memo = _fresh_memo(source)
+    for n in range(MEMO_SIZE):  # a value of each recipient's own: never a hit
+        assert render(SmsVariant(body=source), {"n": n}).body == f"{n}!"
+    assert len(memo.outputs) == MEMO_SIZE and memo.resting == 0
+    assert render(SmsVariant(body=source), {"n": -1}).body == "-1!"
+    assert len(memo.outputs) == 1 and memo.resting == MEMO_REST  # full: afresh, and resting
+    for n in range(10):
+        assert render(SmsVariant(body=source), {"n": n % 2}).body == f"{n % 2}!"
+    assert len(memo.outputs) == 1 and memo.resting == MEMO_REST - 10  # not consulted
+
+
+def test_memo_that_hits_keeps_working_when_full() -> None:
+    source = "{{ n }}?"
+    memo = _fresh_memo(source)
+    for n in range(3 * MEMO_SIZE):  # every value twice in a row: half of the renders hit
+        assert render(SmsVariant(body=source), {"n": n // 2}).body == f"{n // 2}?"
+    assert memo.resting == 0 and memo.hits > 0
 
 
 # -- locale fallback
