@@ -132,7 +132,8 @@ class _Memo:
     def keep(self, key: tuple[Any, ...], out: str) -> None:
         """Keep a new output. When the memo is full it starts afresh; if it hit for less
         than a quarter of its renders (a link or a name of each recipient's own), it
-        rests for a while: a miss costs about a third of what a hit saves."""
+        rests for a while: a miss costs a fraction of what a hit saves (bench/render.py),
+        and that fraction of every render is all it would cost."""
         if len(self.outputs) >= MEMO_SIZE:
             if self.hits * 3 < len(self.outputs):
                 self.resting = MEMO_REST
