@@ -24,28 +24,27 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from activities.deliver import render_variables  # noqa: E402
+from clarion.store.repo import ContactSnapshot, CustomerSnapshot  # noqa: E402
 from clarion.templates import EmailVariant, load_template_dir, render  # noqa: E402
 from clarion.templates.render import _memo  # noqa: E402
 
 
 def variables(i: int, name: str, ack: bool) -> dict[str, Any]:
-    broadcast: dict[str, Any] = {"id": "b1", "generation": 1, "kind": "launch", "escalation": False}
+    """What a broadcast's template sees for recipient ``i`` (activities/deliver.py)."""
+    customer = CustomerSnapshot(
+        id=i,
+        external_id=f"c{i}",
+        name=name,
+        locale="en",
+        timezone="UTC",
+        attributes={"region": "eu-west"},
+        contact_points=[ContactSnapshot("email", f"c{i}@example.test")],
+    )
+    about: dict[str, Any] = {"id": "b1", "generation": 1, "kind": "launch", "escalation": False}
     if ack:
-        broadcast["ack_url"] = f"https://clarion.example/ack/token-{i:08d}"
-    return {
-        "broadcast": broadcast,
-        "message_id": f"crisis-b1-g1-c{i}",
-        "customer": {
-            "id": f"c{i}",
-            "name": name,
-            "first_name": name.split()[0],
-            "locale": "en",
-            "timezone": "UTC",
-            "email": f"c{i}@example.test",
-            "phone": None,
-            "attributes": {"region": "eu-west"},
-        },
-    }
+        about["ack_url"] = f"https://clarion.example/ack/token-{i:08d}"
+    return render_variables(customer, {"broadcast": about}, f"crisis-b1-g1-c{i}")
 
 
 def set_memo(variant: EmailVariant, on: bool) -> None:

@@ -103,11 +103,11 @@ PURE_TESTS = frozenset(
         "ne", "none", "number", "odd", "sameas", "string", "true", "undefined", "upper",
     }
 )  # fmt: skip
-_PURE_NODES = (
+_PURE_NODES = (  # BinExpr: arithmetic, and, or; UnaryExpr: not, -, +
     nodes.Template, nodes.Output, nodes.TemplateData, nodes.If, nodes.CondExpr,
-    nodes.And, nodes.Or, nodes.Not, nodes.Neg, nodes.Pos, nodes.Compare, nodes.Operand,
-    nodes.Concat, nodes.BinExpr, nodes.Const, nodes.Tuple, nodes.List, nodes.Keyword,
-    nodes.MarkSafe, nodes.MarkSafeIfAutoescape,
+    nodes.BinExpr, nodes.UnaryExpr, nodes.Compare, nodes.Operand, nodes.Concat,
+    nodes.Const, nodes.Tuple, nodes.List, nodes.Keyword, nodes.MarkSafe,
+    nodes.MarkSafeIfAutoescape,
 )  # fmt: skip
 _SCALARS = frozenset({str, int, bool, type(None)})  # not float: 0.0 == -0.0
 _DICT_ATTRS = frozenset(dir(dict))
