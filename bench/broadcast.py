@@ -1,11 +1,12 @@
 """Benchmark: a Clarion crisis broadcast against a plain asyncio sender, same channel.
 
     .venv/bin/python bench/broadcast.py [--n 10000 | --full] [--sms-n N] [--rounds 3]
-                                        [--workers 1]
+                                        [--workers 1] [--smtp-pool 64] [--concurrency 64]
 
 Email: an SMTP sink runs in a separate process (bench/smtp_sink.py) and counts what it
 receives per recipient. A plain asyncio sender with no durability sends N emails over
-the same SMTP client and number of pooled connections Clarion uses, with the very text
+the same SMTP client and number of pooled connections Clarion uses (--smtp-pool, and
+--concurrency messages in flight, on both sides), with the very text
 Clarion's template renders (the ceiling of the channel for one process on this
 machine); then a Clarion broadcast reaches N other customers (10% of them in a first
 tier). SMS: the same against the Twilio-compatible server in its own process, with the
@@ -348,7 +349,9 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
+async def main(
+    n: int, sms_n: int, rounds: int, workers: int, smtp_pool: int, concurrency: int
+) -> None:
     email_text, sms_body = rendered_texts()
     work = Path(tempfile.mkdtemp(prefix="clarion-bcast-"))
     sink, smtp_port, sink_out = await start_sink(work)
@@ -368,6 +371,7 @@ async def main(n: int, sms_n: int, rounds: int, workers: int) -> None:
         work, smtp_port, "bench-broadcast",
         twilio_account_sid="AC00000000000000000000000000000001", twilio_auth_token="test-token",
         twilio_from_number="+14155550100", twilio_base_url=f"http://127.0.0.1:{twilio_port}",
+        smtp_pool_size=smtp_pool, broadcast_concurrency=concurrency,
     )  # fmt: skip
     store = await open_store(settings)
     for r in range(rounds):
@@ -496,9 +500,22 @@ if __name__ == "__main__":
     parser.add_argument(
         "--workers", type=int, default=1, help="Clarion worker processes (default 1)"
     )
+    parser.add_argument(
+        "--smtp-pool",
+        type=int,
+        default=64,
+        help="SMTP connections of each side (CLARION_SMTP_POOL_SIZE; default 64)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="messages in flight on each side (CLARION_BROADCAST_CONCURRENCY; default 64)",
+    )
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.full else 3)
     sms_n = args.sms_n or (10_000 if args.full else args.n)
-    asyncio.run(main(100_000 if args.full else args.n, sms_n, rounds, args.workers))
+    n = 100_000 if args.full else args.n
+    asyncio.run(main(n, sms_n, rounds, args.workers, args.smtp_pool, args.concurrency))
     sys.stdout.flush()
     os._exit(0)
