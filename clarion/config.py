@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     # broadcast_concurrency messages in flight; more batches only share the same CPU).
     broadcast_batch_slots: int = Field(default=1, ge=1, le=64)
     # Recipients a batch reads, plans and records together (after a first chunk of at most
-    # 250, so that sending starts soon): each chunk costs a few store round trips.
-    broadcast_chunk_size: int = Field(default=1000, ge=10, le=5000)
+    # 250, so that sending starts soon): each chunk costs a few store round trips, and
+    # the event loop's time planning and recording it is time the channel waits.
+    broadcast_chunk_size: int = Field(default=500, ge=10, le=5000)
     crisis_tiers_file: Path | None = None
     # Alert intake: debounce and the crisis template per alert type (docs/alerts.md).
     alerts_file: Path | None = None
