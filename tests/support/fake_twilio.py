@@ -51,6 +51,12 @@ class FakeTwilio:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as Twilio's API does: a client reuses its connections. A reply's
+            # headers and body are two writes: without TCP_NODELAY the body would wait
+            # for the client's delayed ACK of the headers.
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
             def log_message(self, *args: Any) -> None:
                 return None
 
